@@ -1,0 +1,40 @@
+# `make repro` and `make test` install everything they need into .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+# DVC runs stage commands through the shell: put the venv first on PATH.
+export PATH := $(BIN):$(PATH)
+MLFLOW_PORT ?= 5000
+
+.PHONY: install repro test test-fast ui bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+repro: $(STAMP)
+	dvc repro
+
+# pytest exits 5 when it collected no tests: that is a failure here, said out loud.
+test: $(STAMP)
+	@python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: FAILED - pytest collected no tests (exit 5)"; exit 1; fi; \
+	exit $$rc
+
+test-fast: $(STAMP)
+	python -m pytest -m "not e2e"
+
+ui: $(STAMP)
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+	  --default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+bench: $(STAMP)
+	python benchmarks/pipeline_stages.py
+
+clean:
+	rm -rf data/raw data/augmented models reports/eval mlflow.db mlartifacts

@@ -1,0 +1,90 @@
+"""Stage `evaluate@<quadrant>`: test metrics and a confusion matrix for one quadrant.
+
+Reads models/<quadrant>/model.ckpt, writes reports/eval/<quadrant>/{metrics.json,
+confusion.png} and logs test/acc, test/macro_f1, test/loss and the figure into the
+fine-tuning stage's MLflow run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from transferlab import tracking
+from transferlab.cli import run_stage
+from transferlab.config import ConfigError, load_config, paths, save_config
+from transferlab.data import ImageArrayDataset, load_meta, load_split, write_json
+from transferlab.training import CHECKPOINT_NAME, Classifier, classification_metrics
+
+
+@torch.inference_mode()
+def evaluate(module: Classifier, images: np.ndarray, labels: np.ndarray, batch_size: int) -> tuple[dict, np.ndarray]:
+    """Test metrics (acc, macro_f1, loss: mean cross-entropy) and the confusion matrix."""
+    module.eval()
+    num_classes = module.hparams.num_classes
+    metrics = classification_metrics(num_classes, "")
+    confusion = MulticlassConfusionMatrix(num_classes)
+    dataset = ImageArrayDataset(images, labels)
+    loss_sum = 0.0
+    for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
+        x, y = batch
+        logits = module(x)
+        loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        metrics.update(logits, y)
+        confusion.update(logits, y)
+    results = {name: float(value) for name, value in metrics.compute().items()}
+    results["loss"] = loss_sum / len(dataset)
+    return results, confusion.compute().numpy()
+
+
+def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(classes), 0.8 + 0.6 * len(classes)))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                color="white" if count > matrix.max() / 2 else "black")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> None:
+    cfg: DictConfig = load_config("evaluate", argv)
+    where = paths(cfg)
+    quadrant = cfg.quadrant
+    model_dir = where["models"] / quadrant
+    checkpoint = model_dir / f"{CHECKPOINT_NAME}.ckpt"
+    if not checkpoint.is_file():
+        raise ConfigError(f"checkpoint {checkpoint} not found: run `dvc repro finetune@{quadrant}` first")
+    if cfg.evaluate.batch_size < 1:
+        raise ConfigError(f"evaluate.batch_size={cfg.evaluate.batch_size} is not allowed (must be an integer >= 1)")
+    module = Classifier.load_from_checkpoint(checkpoint, map_location="cpu")
+    classes = load_meta(where["raw"] / quadrant)["classes"]
+    images, labels = load_split(where["raw"] / quadrant, "test")
+    results, matrix = evaluate(module, images, labels, cfg.evaluate.batch_size)
+    regime = cfg.regime.name
+    out_dir = where["reports"] / "eval" / quadrant
+    save_config(cfg, out_dir / "config.yaml")
+    write_json(out_dir / "metrics.json", {"quadrant": quadrant, "regime": regime, "n_test": int(len(labels)),
+                                          "chance": 1.0 / len(classes), **results})
+    plot_confusion(matrix, classes, f"{quadrant} ({regime}): test acc {results['acc']:.3f}",
+                   out_dir / "confusion.png")
+    run_id = tracking.read_run_id(model_dir / "run.json")
+    tracking.log_metrics(run_id, {f"test/{name}": value for name, value in results.items()})
+    tracking.log_artifact(run_id, out_dir / "confusion.png", "evaluation")
+    print(f"{quadrant} ({regime}): " + "  ".join(f"test/{k}={v:.4f}" for k, v in results.items()))
+
+
+if __name__ == "__main__":
+    run_stage("evaluate", main)

@@ -1,0 +1,147 @@
+"""The whole pipeline with DVC in a temporary copy of the project, on tiny data.
+
+One module-scoped `dvc repro`, then checks of what it made and of what re-runs when a
+fine-tuning value, a file under conf/ or a shared knob changes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import TINY_PARAMS, copy_project, project_env
+
+pytestmark = pytest.mark.e2e
+
+QUADRANTS = ("small_similar", "small_different", "large_similar", "large_different")
+ALL_STAGES = {"download", "augment", "pretrain", "report", *(f"finetune@{q}" for q in QUADRANTS),
+              *(f"evaluate@{q}" for q in QUADRANTS)}
+
+
+def dvc(project: Path, *args: str) -> str:
+    done = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=project_env(),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def set_param(project: Path, key: str, value) -> None:
+    params = OmegaConf.load(project / "params.yaml")
+    OmegaConf.update(params, key, value, merge=True)
+    OmegaConf.save(params, project / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    project = copy_project(tmp_path_factory.mktemp("e2e") / "project", TINY_PARAMS)
+    output = dvc(project, "repro")
+    assert ran(output) == ALL_STAGES, output[-3000:]
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], cwd=project,
+                   check=True)
+    return project
+
+
+def test_every_stage_ran_and_wrote_its_outputs(project):
+    for dataset in ("source", *QUADRANTS):
+        for split in ("train", "val", "test"):
+            assert (project / "data/raw" / dataset / f"x_{split}.npy").is_file()
+        assert (project / "data/augmented" / dataset / "x_train.npy").is_file()
+    assert (project / "reports/augment_preview.png").stat().st_size > 1000
+    assert (project / "models/pretrain/backbone.pt").is_file()
+    for quadrant in QUADRANTS:
+        assert (project / "models" / quadrant / "model.ckpt").is_file()
+        assert (project / "reports/eval" / quadrant / "confusion.png").stat().st_size > 1000
+    for stage_dir in ("data/raw", "data/augmented", "models/pretrain", "models/small_similar", "reports/eval/large_different"):
+        assert (project / stage_dir / "config.yaml").is_file(), f"{stage_dir} lacks its resolved config"
+    assert "| small_similar | freeze_all |" in (project / "reports/summary.md").read_text()
+    assert (project / "reports/comparison.png").stat().st_size > 1000
+
+
+def test_metrics_json_has_every_quadrant_with_regime_and_metrics(project):
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    params = OmegaConf.load(project / "params.yaml")
+    assert set(metrics) == set(QUADRANTS)
+    for quadrant, entry in metrics.items():
+        assert entry["regime"] == params.quadrants[quadrant].regime
+        assert 0.0 <= entry["acc"] <= 1.0 and 0.0 <= entry["macro_f1"] <= 1.0 and entry["loss"] > 0
+        assert entry["n_test"] == 5 * TINY_PARAMS["data.test_per_class"]
+    shown = dvc(project, "metrics", "show", "--json")
+    assert "small_similar" in shown and "macro_f1" in shown
+
+
+def test_mlflow_holds_one_tagged_run_per_training_stage(project):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("transferlab")
+    assert experiment.artifact_location == (project / "mlartifacts").as_uri()
+    runs = client.search_runs([experiment.experiment_id])
+    by_stage = {(r.data.tags["stage"], r.data.tags["quadrant"]): r for r in runs}
+    assert len(runs) == 5 and ("pretrain", "source") in by_stage
+    metric_names = None
+    for quadrant in QUADRANTS:
+        run = by_stage[("finetune", quadrant)]
+        assert run.data.tags["regime"] == OmegaConf.load(project / "params.yaml").quadrants[quadrant].regime
+        names = {k for k in run.data.metrics if k.startswith(("train/", "val/", "test/"))}
+        assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/macro_f1",
+                "test/acc", "test/macro_f1", "test/loss"} <= names
+        metric_names = metric_names or names
+        assert names == metric_names, "every regime must log the same metric names"
+        history = client.get_metric_history(run.info.run_id, "val/acc")
+        assert len(history) == TINY_PARAMS[f"quadrants.{quadrant}.epochs"], "one val/acc per epoch"
+        assert run.data.params["regime.name"] == run.data.tags["regime"]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        artifacts |= {a.path for d in ("checkpoints", "evaluation") for a in client.list_artifacts(run.info.run_id, d)}
+        assert {"config.yaml", "checkpoints/model.ckpt", "evaluation/confusion.png"} <= artifacts
+        assert (project / "mlartifacts").is_dir()
+
+
+def test_one_finetuning_value_reruns_only_its_quadrant_downstream(project):
+    set_param(project, "quadrants.small_similar.lr", 0.02)
+    output = dvc(project, "repro")
+    assert ran(output) == {"finetune@small_similar", "evaluate@small_similar", "report"}, output[-2000:]
+
+
+def test_a_change_under_conf_is_noticed(project):
+    regime_file = project / "conf/regime/freeze_all.yaml"
+    regime_file.write_text(regime_file.read_text().replace("head_dropout: 0.0", "head_dropout: 0.2"))
+    status = json.loads(dvc(project, "status", "--json").strip().splitlines()[-1])
+    assert set(status) == {"finetune@small_similar"}, status
+    output = dvc(project, "repro")
+    assert ran(output) == {"finetune@small_similar", "evaluate@small_similar", "report"}, output[-2000:]
+
+
+def test_a_shared_finetuning_value_reruns_all_quadrants_but_not_pretraining(project):
+    set_param(project, "finetune.weight_decay", 0.001)
+    output = dvc(project, "repro")
+    assert ran(output) == {*(f"finetune@{q}" for q in QUADRANTS), *(f"evaluate@{q}" for q in QUADRANTS), "report"}
+
+
+def test_experiment_in_a_temporary_copy_keeps_its_mlflow_run_in_the_real_store(project):
+    from mlflow.tracking import MlflowClient
+
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "changes"], cwd=project,
+                   check=True)
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("transferlab")
+    before = {r.info.run_id for r in client.search_runs([experiment.experiment_id])}
+    dvc(project, "exp", "run", "--temp", "-S", "quadrants.large_similar.lr=0.002")
+    new = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id not in before]
+    assert [(r.data.tags["stage"], r.data.tags["quadrant"]) for r in new] == [("finetune", "large_similar")]
+    assert new[0].data.params["train.lr"] == "0.002"
+    run_artifacts = project / "mlartifacts" / experiment.experiment_id / new[0].info.run_id / "artifacts"
+    assert (run_artifacts / "checkpoints" / "model.ckpt").is_file(), "artifacts must survive DVC's temporary copy"
+    assert "test/acc" in new[0].data.metrics
+    assert not list((project / ".dvc" / "tmp" / "exps").glob("**/mlflow.db")), "no store inside the temporary copy"
