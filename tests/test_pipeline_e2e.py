@@ -85,7 +85,7 @@ def test_mlflow_holds_one_tagged_run_per_training_stage(project):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("transferlab")
-    assert experiment.artifact_location == (project / "mlartifacts").as_uri()
+    assert experiment.artifact_location == (project / "mlartifacts" / "transferlab").as_uri()
     runs = client.search_runs([experiment.experiment_id])
     by_stage = {(r.data.tags["stage"], r.data.tags["quadrant"]): r for r in runs}
     assert len(runs) == 5 and ("pretrain", "source") in by_stage
@@ -104,11 +104,12 @@ def test_mlflow_holds_one_tagged_run_per_training_stage(project):
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         artifacts |= {a.path for d in ("checkpoints", "evaluation") for a in client.list_artifacts(run.info.run_id, d)}
         assert {"config.yaml", "checkpoints/model.ckpt", "evaluation/confusion.png"} <= artifacts
-        assert (project / "mlartifacts").is_dir()
+        assert (project / "mlartifacts" / "transferlab" / run.info.run_id / "artifacts" / "config.yaml").is_file()
 
 
 def test_one_finetuning_value_reruns_only_its_quadrant_downstream(project):
-    set_param(project, "quadrants.small_similar.lr", 0.02)
+    current = OmegaConf.load(project / "params.yaml").quadrants.small_similar.lr
+    set_param(project, "quadrants.small_similar.lr", current * 2)
     output = dvc(project, "repro")
     assert ran(output) == {"finetune@small_similar", "evaluate@small_similar", "report"}, output[-2000:]
 
@@ -123,7 +124,7 @@ def test_a_change_under_conf_is_noticed(project):
 
 
 def test_a_shared_finetuning_value_reruns_all_quadrants_but_not_pretraining(project):
-    set_param(project, "finetune.weight_decay", 0.001)
+    set_param(project, "finetune.weight_decay", OmegaConf.load(project / "params.yaml").finetune.weight_decay * 2)
     output = dvc(project, "repro")
     assert ran(output) == {*(f"finetune@{q}" for q in QUADRANTS), *(f"evaluate@{q}" for q in QUADRANTS), "report"}
 
@@ -137,11 +138,15 @@ def test_experiment_in_a_temporary_copy_keeps_its_mlflow_run_in_the_real_store(p
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("transferlab")
     before = {r.info.run_id for r in client.search_runs([experiment.experiment_id])}
-    dvc(project, "exp", "run", "--temp", "-S", "quadrants.large_similar.lr=0.002")
+    new_lr = OmegaConf.load(project / "params.yaml").quadrants.large_similar.lr * 2
+    dvc(project, "exp", "run", "--temp", "-S", f"quadrants.large_similar.lr={new_lr}")
     new = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id not in before]
     assert [(r.data.tags["stage"], r.data.tags["quadrant"]) for r in new] == [("finetune", "large_similar")]
-    assert new[0].data.params["train.lr"] == "0.002"
-    run_artifacts = project / "mlartifacts" / experiment.experiment_id / new[0].info.run_id / "artifacts"
+    assert float(new[0].data.params["train.lr"]) == new_lr
+    from urllib.parse import urlparse
+
+    run_artifacts = Path(urlparse(new[0].info.artifact_uri).path)
+    assert run_artifacts.is_relative_to(project / "mlartifacts"), run_artifacts
     assert (run_artifacts / "checkpoints" / "model.ckpt").is_file(), "artifacts must survive DVC's temporary copy"
     assert "test/acc" in new[0].data.metrics
     assert not list((project / ".dvc" / "tmp" / "exps").glob("**/mlflow.db")), "no store inside the temporary copy"

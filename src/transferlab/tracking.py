@@ -1,6 +1,6 @@
 """MLflow: where the store is, and one run per training stage.
 
-Default store: ``sqlite:///<root>/mlflow.db`` with artifacts in ``<root>/mlartifacts``;
+Default store: ``sqlite:///<root>/mlflow.db`` with artifacts in ``<root>/mlartifacts/<experiment>``;
 ``MLFLOW_TRACKING_URI`` overrides it. ``<root>`` is ``DVC_ROOT`` when DVC runs the stage
 (``dvc exp run`` works in a temporary copy that is deleted afterwards), else the project.
 """
@@ -26,9 +26,9 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
 
 
-def artifact_location() -> str | None:
-    """Artifacts beside the default sqlite store; a configured server decides for itself."""
-    return None if os.environ.get("MLFLOW_TRACKING_URI") else (store_root() / "mlartifacts").as_uri()
+def artifact_location(experiment_name: str) -> str | None:
+    """Artifacts beside the default sqlite store, a folder per experiment; a configured server decides itself."""
+    return None if os.environ.get("MLFLOW_TRACKING_URI") else (store_root() / "mlartifacts" / experiment_name).as_uri()
 
 
 def with_retry(action: Callable[[], T], attempts: int = 8) -> T:
@@ -54,7 +54,7 @@ def experiment_id(mlflow_client, name: str) -> str:
     if existing is not None:
         return existing.experiment_id
     try:
-        return with_retry(lambda: mlflow_client.create_experiment(name, artifact_location=artifact_location()))
+        return with_retry(lambda: mlflow_client.create_experiment(name, artifact_location=artifact_location(name)))
     except Exception:  # another process created it between the two calls
         found = mlflow_client.get_experiment_by_name(name)
         if found is None:
