@@ -107,6 +107,15 @@ def test_mlflow_holds_one_tagged_run_per_training_stage(project):
         assert (project / "mlartifacts" / "transferlab" / run.info.run_id / "artifacts" / "config.yaml").is_file()
 
 
+def test_same_seed_reproduces_the_same_test_metrics(project):
+    """Forced re-run of a training stage (random init, shuffling, on-the-fly augmentation)."""
+    before = json.loads((project / "reports/eval/large_different/metrics.json").read_text())
+    dvc(project, "repro", "-f", "-s", "finetune@large_different")
+    dvc(project, "repro", "-f", "-s", "evaluate@large_different")
+    after = json.loads((project / "reports/eval/large_different/metrics.json").read_text())
+    assert after == before
+
+
 def test_one_finetuning_value_reruns_only_its_quadrant_downstream(project):
     current = OmegaConf.load(project / "params.yaml").quadrants.small_similar.lr
     set_param(project, "quadrants.small_similar.lr", current * 2)

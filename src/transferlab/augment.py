@@ -89,12 +89,15 @@ def main(argv: list[str]) -> None:
     preview(x, build_pipeline(transforms, seed=cfg.seed), preview_path)
 
 
-def training_transform(folder) -> A.Compose | None:
-    """The on-the-fly pipeline for a dataset in data/augmented, or None when materialised."""
+def training_transform(folder, seed: int | None) -> A.Compose | None:
+    """The seeded on-the-fly pipeline for a dataset in data/augmented, or None when materialised.
+
+    DataLoader workers re-seed their copy (transferlab.training.seed_worker_transform).
+    """
     meta = load_meta(folder)
     if not meta["on_the_fly"]:
         return None
-    return build_pipeline(OmegaConf.load(folder / PIPELINE_FILE).transforms)
+    return build_pipeline(OmegaConf.load(folder / PIPELINE_FILE).transforms, seed=seed)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from transferlab import tracking
 from transferlab.models import Backbone, Head, TransferNet
+
+# A frozen backbone is in eval mode on purpose (BatchNorm statistics must not move).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 CHECKPOINT_NAME = "model"  # -> model.ckpt (no "=" in the name: MLflow rejects it)
 console = Console(stderr=True, highlight=False)
@@ -133,9 +137,24 @@ def seed_everything(seed: int | None) -> None:
         L.seed_everything(seed, workers=True, verbose=False)
 
 
-def loaders(train_set, val_set, batch_size: int, seed: int | None) -> tuple[DataLoader, DataLoader]:
+def seed_worker_transform(worker_id: int) -> None:
+    """Give each DataLoader worker's copy of the augmentation pipeline its own seed.
+
+    torch seeds every worker from the loader's generator (distinct per worker and epoch,
+    reproducible when that generator is seeded); without this all workers would draw the
+    same augmentations.
+    """
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info else None
+    if transform is not None:
+        transform.set_random_seed(torch.initial_seed() % 2**32)
+
+
+def loaders(train_set, val_set, batch_size: int, seed: int | None, num_workers: int = 0) -> tuple[DataLoader, DataLoader]:
     generator = torch.Generator().manual_seed(seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63))
-    train = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=False, generator=generator)
+    train = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=False, generator=generator,
+                       num_workers=num_workers, worker_init_fn=seed_worker_transform,
+                       persistent_workers=num_workers > 0)
     val = DataLoader(val_set, batch_size=max(batch_size, 256), shuffle=False)
     return train, val
 

@@ -6,7 +6,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from transferlab.augment import training_transform
-from transferlab.config import paths
+from transferlab.config import DATASETS, paths
 from transferlab.data import ImageArrayDataset, first_per_class, load_meta, load_split
 
 
@@ -22,4 +22,5 @@ def training_sets(cfg: DictConfig, dataset: str, train_per_class: int | None = N
         rows = np.concatenate([keep + k * originals for k in range(meta["copies"] + 1)])
         x, y = x[rows], y[rows]
     x_val, y_val = load_split(where["raw"] / dataset, "val")
-    return ImageArrayDataset(x, y, training_transform(augmented)), ImageArrayDataset(x_val, y_val)
+    seed = None if cfg.seed is None else cfg.seed * 100 + DATASETS.index(dataset)
+    return ImageArrayDataset(x, y, training_transform(augmented, seed)), ImageArrayDataset(x_val, y_val)
