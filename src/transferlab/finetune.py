@@ -54,11 +54,10 @@ def main(argv: list[str]) -> None:
     where = paths(cfg)
     quadrant = cfg.quadrant
     classes = load_meta(where["raw"] / quadrant)["classes"]
+    seed_everything(cfg.seed)  # before building: the new head's initialisation is reproducible
     module = build_module(cfg, len(classes))  # validates cut_at
     state = pretrained_state(cfg)
     train_set, val_set = training_sets(cfg, quadrant, cfg.train.train_per_class)
-    seed_everything(cfg.seed)
-    module = build_module(cfg, len(classes))  # rebuilt after seeding: the head's init is reproducible
     if state is not None:
         module.load_backbone(state)
     out_dir: Path = where["models"] / quadrant
