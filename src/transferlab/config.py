@@ -161,7 +161,7 @@ def load_config(stage: str, argv: list[str] | None = None, root: Path | None = N
         cfg.regime = OmegaConf.merge(cfg.regime, regime_keys)
         cfg.regime.name = entry.regime
     if stage == "pretrain":
-        cfg.train = _train_knobs("pretrain", cfg.pretrain)
+        cfg.train = _train_knobs("pretrain", {k: v for k, v in cfg.pretrain.items() if k != "source"})
     elif stage == "finetune":
         entry = cfg.quadrants[quadrant]
         knobs = {**OmegaConf.to_container(cfg.finetune), "epochs": entry.get("epochs"), "lr": entry.get("lr")}
