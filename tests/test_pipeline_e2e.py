@@ -101,6 +101,7 @@ def test_mlflow_holds_one_tagged_run_per_training_stage(project):
         history = client.get_metric_history(run.info.run_id, "val/acc")
         assert len(history) == TINY_PARAMS[f"quadrants.{quadrant}.epochs"], "one val/acc per epoch"
         assert run.data.params["regime.name"] == run.data.tags["regime"]
+        assert {"lr/head", "phase"} <= set(run.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         artifacts |= {a.path for d in ("checkpoints", "evaluation") for a in client.list_artifacts(run.info.run_id, d)}
         assert {"config.yaml", "checkpoints/model.ckpt", "evaluation/confusion.png"} <= artifacts

@@ -1,23 +1,25 @@
-"""Each regime does exactly what DESIGN.md §2 says, built from conf/ as the pipeline builds it."""
+"""Each regime does exactly what DESIGN.md §2 says, built from conf/ as the pipeline builds it,
+for two architectures: the default small CNN and a torchvision ResNet."""
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from transferlab.config import load_config
+from transferlab.config import ConfigError, load_config
 from transferlab.data import ImageArrayDataset
-from transferlab.finetune import build_module
+from transferlab.finetune import build_module, pretrained_state
 
 NUM_CLASSES = 5
+MODELS = ["small_vgg", "resnet18"]
 
 
-def module_for(repo, regime: str, quadrant: str = "small_similar", *extra: str):
-    cfg = load_config("finetune", [f"quadrant={quadrant}", f"regime={regime}", *extra], root=repo)
+def module_for(repo, regime: str, quadrant: str = "small_similar", *extra: str, model: str = "small_vgg"):
+    cfg = load_config("finetune", [f"quadrant={quadrant}", f"regime={regime}", f"model={model}", *extra], root=repo)
     torch.manual_seed(0)
-    module = build_module(cfg, NUM_CLASSES)
-    return cfg, module
+    return cfg, build_module(cfg, NUM_CLASSES)
 
 
 def pretrained_like_state(module) -> dict[str, torch.Tensor]:
@@ -34,14 +36,36 @@ def pretrained_like_state(module) -> dict[str, torch.Tensor]:
     return state
 
 
-def train_briefly(module, epochs: int = 2) -> None:
+class LrRecorder(Callback):
+    """Each group's learning rate and the backbone's BN mode, per epoch, as training saw them."""
+
+    def __init__(self):
+        self.lrs, self.bn_training = {}, {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            epoch = trainer.current_epoch
+            self.lrs[epoch] = {g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups}
+            self.bn_training[epoch] = {name: any(m.training for m in stage.modules() if isinstance(m, torch.nn.BatchNorm2d))
+                                       for name, stage in pl_module.net.backbone.named_children()}
+
+
+def data():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(32, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, NUM_CLASSES, size=32)
-    loader = DataLoader(ImageArrayDataset(x, y), batch_size=8, shuffle=True)
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
-    trainer.fit(module, loader, DataLoader(ImageArrayDataset(x[:8], y[:8]), batch_size=8))
+    return (DataLoader(ImageArrayDataset(x, y), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0)),
+            DataLoader(ImageArrayDataset(x[:8], y[:8]), batch_size=8))
+
+
+def trainer(epochs: int, *callbacks, **kwargs) -> L.Trainer:
+    return L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                     num_sanity_val_steps=0, accelerator="cpu", callbacks=list(callbacks),
+                     enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks), **kwargs)
+
+
+def train_briefly(module, epochs: int = 2, *callbacks) -> None:
+    trainer(epochs, *callbacks).fit(module, *data())
 
 
 def snapshot(module) -> dict[str, torch.Tensor]:
@@ -52,12 +76,15 @@ def count(params) -> int:
     return sum(p.numel() for p in params)
 
 
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("regime,quadrant", [("freeze_all", "small_similar"), ("truncate_freeze", "small_different")])
-def test_frozen_regimes_change_nothing_but_the_head(repo, regime, quadrant):
-    cfg, module = module_for(repo, regime, quadrant)
+def test_frozen_regimes_change_nothing_but_the_head(repo, regime, quadrant, model):
+    cut = {"small_vgg": "block2", "resnet18": "layer2"}[model]
+    cfg, module = module_for(repo, regime, quadrant, f"quadrants.small_different.cut_at={cut}", model=model)
     module.load_backbone(pretrained_like_state(module))
     before = snapshot(module)
-    train_briefly(module)
+    recorder = LrRecorder()
+    train_briefly(module, 2, recorder)
     after = snapshot(module)
     backbone_keys = [k for k in before if k.startswith("net.backbone.")]
     assert any("running_mean" in k for k in backbone_keys) and any("num_batches_tracked" in k for k in backbone_keys)
@@ -67,56 +94,150 @@ def test_frozen_regimes_change_nothing_but_the_head(repo, regime, quadrant):
     trainable = count(p for p in module.parameters() if p.requires_grad)
     assert trainable == count(module.net.head.parameters())
     assert trainable == module.net.backbone.out_channels * NUM_CLASSES + NUM_CLASSES
+    assert set(recorder.lrs[0]) == {"head"} and recorder.lrs[0]["head"] == pytest.approx(cfg.train.lr)
+    assert not any(recorder.bn_training[0].values())
+    if regime == "truncate_freeze":
+        assert module.net.backbone.stage_names[-1] == cut
 
 
-def test_truncate_freeze_keeps_only_the_stages_up_to_cut_at(repo):
-    cfg, module = module_for(repo, "truncate_freeze", "small_different", "quadrants.small_different.cut_at=block2")
-    assert module.net.backbone.stage_names == ["block1", "block2"]
-    assert module.net.head.fc.in_features == 64
-    _, full = module_for(repo, "freeze_all")
-    assert full.net.backbone.stage_names == ["block1", "block2", "block3", "block4"]
-    assert full.net.head.fc.in_features == 256
-
-
-def test_truncated_backbone_loads_the_pretrained_weights_of_its_stages(repo):
-    _, full = module_for(repo, "freeze_all")
+@pytest.mark.parametrize("model", MODELS)
+def test_truncated_backbone_loads_the_pretrained_weights_of_its_stages(repo, model):
+    cut = {"small_vgg": "block2", "resnet18": "layer2"}[model]
+    _, full = module_for(repo, "freeze_all", model=model)
     state = pretrained_like_state(full)
-    _, cut = module_for(repo, "truncate_freeze", "small_different", "quadrants.small_different.cut_at=block2")
-    cut.load_backbone(state)
-    for key, value in cut.net.backbone.state_dict().items():
+    _, truncated = module_for(repo, "truncate_freeze", "small_different", f"quadrants.small_different.cut_at={cut}",
+                              model=model)
+    truncated.load_backbone(state)
+    assert truncated.net.backbone.stage_names == full.net.backbone.stage_names[:3 if model == "small_vgg" else 3][
+        :truncated.net.backbone.stage_names.index(cut) + 1]
+    for key, value in truncated.net.backbone.state_dict().items():
         assert torch.equal(value, state[key])
 
 
-def test_finetune_all_trains_everything_with_a_smaller_backbone_lr(repo):
-    cfg, module = module_for(repo, "finetune_all", "large_similar")
+@pytest.mark.parametrize("model", MODELS)
+def test_finetune_all_trains_everything_with_named_groups_at_a_smaller_lr(repo, model):
+    cfg, module = module_for(repo, "finetune_all", "large_similar", model=model)
     module.load_backbone(pretrained_like_state(module))
     before = snapshot(module)
-    groups = {g["name"]: g for g in module.configure_optimizers()["optimizer"].param_groups}
-    assert groups["head"]["lr"] == pytest.approx(cfg.train.lr)
-    assert groups["backbone"]["lr"] == pytest.approx(cfg.train.lr * cfg.regime.backbone_lr_factor)
+    recorder = LrRecorder()
+    train_briefly(module, 2, recorder)
+    stages = module.net.backbone.stage_names
+    assert list(recorder.lrs[0]) == ["head", *(f"backbone.{s}" for s in stages)]
     assert cfg.regime.backbone_lr_factor == pytest.approx(0.1)
+    for name in stages:
+        assert recorder.lrs[0][f"backbone.{name}"] == pytest.approx(cfg.train.lr * 0.1)
+    assert recorder.lrs[0]["head"] == pytest.approx(cfg.train.lr)
     assert count(p for p in module.parameters() if p.requires_grad) == count(module.parameters())
-    train_briefly(module)
     after = snapshot(module)
-    assert not torch.equal(before["net.backbone.block1.0.weight"], after["net.backbone.block1.0.weight"])
-    assert not torch.equal(before["net.backbone.block1.1.running_mean"], after["net.backbone.block1.1.running_mean"])
+    first_weight = next(k for k in before if k.startswith(f"net.backbone.{stages[0]}") and k.endswith("weight"))
+    assert not torch.equal(before[first_weight], after[first_weight])
+    assert any(not torch.equal(before[k], after[k]) for k in before if "running_mean" in k)
 
 
-def test_scratch_starts_from_random_weights_and_trains_everything(repo):
+@pytest.mark.parametrize("model", MODELS)
+def test_two_phase_finetuning_gates_the_backbone_then_unfreezes_the_top_stages(repo, model):
+    """Phase 1: head only (backbone lr 0, no change at all, BN in eval); phase 2: top K stages at lr x 0.1."""
+    cfg, module = module_for(repo, "finetune_all", "large_similar", "quadrants.large_similar.epochs=4",
+                             "quadrants.large_similar.head_epochs=2", "quadrants.large_similar.unfreeze_top=2",
+                             model=model)
+    module.load_backbone(pretrained_like_state(module))
+    start = snapshot(module)
+    recorder = LrRecorder()
+    phase1 = trainer(2, recorder)
+    phase1.fit(module, *data())
+    after_phase1 = snapshot(module)
+    for key in start:
+        if key.startswith("net.backbone."):
+            assert torch.equal(start[key], after_phase1[key]), f"phase 1 changed {key}"
+    stages = module.net.backbone.stage_names
+    top, rest = stages[-2:], stages[:-2]
+    for epoch in (0, 1):
+        assert all(recorder.lrs[epoch][f"backbone.{s}"] == 0.0 for s in stages)
+        assert recorder.lrs[epoch]["head"] > 0 and not any(recorder.bn_training[epoch].values())
+
+    recorder2 = LrRecorder()
+    trainer(4, recorder2).fit(module, *data())  # continues: epochs 2 and 3 are phase 2
+    cosine = lambda e: 0.5 * (1 + np.cos(np.pi * e / 4))  # noqa: E731
+    for epoch in (2, 3):
+        lrs = recorder2.lrs[epoch]
+        assert lrs["head"] == pytest.approx(cfg.train.lr * cosine(epoch))
+        for s in top:
+            assert lrs[f"backbone.{s}"] == pytest.approx(cfg.train.lr * 0.1 * cosine(epoch))
+            assert recorder2.bn_training[epoch][s]
+        for s in rest:
+            assert lrs[f"backbone.{s}"] == 0.0 and not recorder2.bn_training[epoch][s]
+    final = snapshot(module)
+    for key in start:
+        if any(key.startswith(f"net.backbone.{s}.") for s in rest):
+            assert torch.equal(start[key], final[key]), f"a stage below the top {len(top)} changed: {key}"
+    assert any(not torch.equal(start[k], final[k]) for k in start if k.startswith(f"net.backbone.{top[-1]}."))
+
+
+def test_phase_and_learning_rates_survive_resume_from_a_checkpoint(repo, tmp_path):
+    extra = ("quadrants.large_similar.epochs=4", "quadrants.large_similar.head_epochs=2")
+    cfg, module = module_for(repo, "finetune_all", "large_similar", *extra)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="last", save_top_k=-1, every_n_epochs=1,
+                                 enable_version_counter=False)
+    trainer(1, checkpoint).fit(module, *data())  # stopped inside phase 1
+    _, fresh = module_for(repo, "finetune_all", "large_similar", *extra)
+    recorder = LrRecorder()
+    trainer(4, recorder).fit(fresh, *data(), ckpt_path=str(tmp_path / "last.ckpt"))
+    assert sorted(recorder.lrs) == [1, 2, 3]
+    assert recorder.lrs[1]["backbone.block1"] == 0.0  # still phase 1 after resume
+    assert recorder.lrs[2]["backbone.block1"] == pytest.approx(cfg.train.lr * 0.1 * 0.5 * (1 + np.cos(np.pi * 2 / 4)))
+
+
+def test_plateau_ends_phase_one_early_and_is_saved_in_the_checkpoint(repo):
+    cfg, module = module_for(repo, "finetune_all", "large_similar", "quadrants.large_similar.epochs=6",
+                             "quadrants.large_similar.head_epochs=5", "quadrants.large_similar.plateau_patience=1")
+    recorder = LrRecorder()
+    # A learning rate of ~0 for the head keeps val/acc flat, so phase 1 must end at the plateau.
+    module.hparams.lr = 1e-12
+    trainer(4, recorder).fit(module, *data())
+    assert module.phase2_from < 5
+    assert recorder.lrs[module.phase2_from]["backbone.block1"] > 0
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    _, other = module_for(repo, "finetune_all", "large_similar", "quadrants.large_similar.epochs=6",
+                          "quadrants.large_similar.head_epochs=5", "quadrants.large_similar.plateau_patience=1")
+    other.on_load_checkpoint(checkpoint)
+    assert other.phase2_from == module.phase2_from
+
+
+def test_scratch_starts_from_random_weights_and_its_alternative_from_pretrained(repo, tmp_path):
     cfg, module = module_for(repo, "scratch", "large_different")
-    assert cfg.regime.init == "random"
-    from transferlab.finetune import pretrained_state
-
-    assert pretrained_state(cfg) is None  # never reads the pretrained checkpoint
-    groups = {g["name"]: g["lr"] for g in module.configure_optimizers()["optimizer"].param_groups}
-    assert groups == {"head": pytest.approx(cfg.train.lr), "backbone": pytest.approx(cfg.train.lr)}
+    assert cfg.regime.init == "random" and pretrained_state(cfg) is None  # never reads the checkpoint
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    assert all(g["lr"] == pytest.approx(cfg.train.lr) for g in groups)
     assert count(p for p in module.parameters() if p.requires_grad) == count(module.parameters())
+    alternative, _ = module_for(repo, "scratch", "large_different", "quadrants.large_different.init=pretrained")
+    assert alternative.regime.init == "pretrained"
+    alternative.paths.models = str(tmp_path / "no-models-here")
+    with pytest.raises(ConfigError, match="pretrained checkpoint .* not found"):
+        pretrained_state(alternative)
 
 
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("regime", ["freeze_all", "truncate_freeze", "finetune_all", "scratch"])
-def test_head_is_sized_to_the_target_classes(repo, regime):
-    _, module = module_for(repo, regime, "small_different")
+def test_head_is_sized_to_the_target_classes(repo, regime, model):
+    cut = {"small_vgg": "block2", "resnet18": "layer2"}[model]
+    _, module = module_for(repo, regime, "small_different", f"quadrants.small_different.cut_at={cut}", model=model)
     assert module(torch.zeros(2, 3, 32, 32)).shape == (2, NUM_CLASSES)
+
+
+def test_mlp_head_option(repo):
+    _, module = module_for(repo, "freeze_all", "small_similar", "quadrants.small_similar.head_hidden=32")
+    assert module.net.head.hidden[0].out_features == 32 and module.net.head.fc.in_features == 32
+    assert module(torch.zeros(2, 3, 32, 32)).shape == (2, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("quadrants.large_similar.head_epochs=8",), "head_epochs=8 (allowed: 0..7, fewer than the epochs) is not allowed"),
+    (("quadrants.large_similar.unfreeze_top=9",), "unfreeze_top=9 (allowed: null or 1..4, the stages kept) is not allowed"),
+])
+def test_bad_phase_settings_are_clear_errors(repo, extra, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        module_for(repo, "finetune_all", "large_similar", *extra)
 
 
 def test_frozen_backbone_stays_in_eval_mode_when_training(repo):

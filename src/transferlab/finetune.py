@@ -44,7 +44,9 @@ def build_module(cfg: DictConfig, num_classes: int) -> Classifier:
         return Classifier(OmegaConf.to_container(cfg.model), num_classes, cfg.data.image_size, lr=cfg.train.lr,
                           weight_decay=cfg.train.weight_decay, epochs=cfg.train.epochs, cut_at=regime.cut_at,
                           freeze_backbone=regime.freeze_backbone, backbone_lr_factor=regime.backbone_lr_factor,
-                          head_dropout=regime.head_dropout)
+                          head_dropout=regime.head_dropout, head_hidden=regime.head_hidden,
+                          head_epochs=regime.head_epochs, plateau_patience=regime.plateau_patience,
+                          unfreeze_top=regime.unfreeze_top)
     except ValueError as err:  # e.g. an unknown cut_at, with the allowed stage names
         raise ConfigError(f"quadrants.{cfg.quadrant}: {err}") from None
 

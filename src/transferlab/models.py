@@ -102,17 +102,23 @@ def SmallCNN(channels: list[int] | tuple[int, ...] = (6, 16), hidden: list[int] 
 
 
 class Head(nn.Module):
-    """Global average pooling (for feature maps) + dropout + a linear classifier."""
+    """Global average pooling (for feature maps), dropout, then a linear classifier, or with
+    ``hidden`` a small MLP (linear-ReLU-dropout-linear)."""
 
-    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0):
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0, hidden: int | None = None):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_features, num_classes)
+        self.hidden = None if hidden is None else nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(),
+                                                               nn.Dropout(dropout))
+        self.fc = nn.Linear(in_features if hidden is None else hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:
             x = x.mean(dim=(2, 3))
-        return self.fc(self.dropout(x))
+        x = self.dropout(x)
+        if self.hidden is not None:
+            x = self.hidden(x)
+        return self.fc(x)
 
 
 class TransferNet(nn.Module):

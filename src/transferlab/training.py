@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -46,24 +47,48 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
 
 
 class Classifier(L.LightningModule):
-    """A backbone (optionally truncated at ``cut_at`` and frozen) with a new linear head.
+    """A backbone (optionally truncated at ``cut_at``) with a new head, trained under a regime.
 
-    Frozen means weights *and* BatchNorm running statistics: the backbone is put in eval
-    mode when built, at the start of fit, and whenever ``train()`` is called (Lightning 2.6
-    does not call ``train()`` at fit start; it keeps and restores each submodule's mode).
-    The optimizer gets named groups,
-    ``head`` at ``lr`` and ``backbone`` at ``lr * backbone_lr_factor`` (absent when frozen).
+    - ``freeze_backbone``: the backbone never trains (``requires_grad`` off, no optimizer group).
+    - Otherwise each backbone stage is an optimizer group ``backbone.<stage>`` at
+      ``lr * backbone_lr_factor``, beside ``head`` at ``lr`` (discriminative learning rates).
+    - Two phases (``head_epochs`` > 0): only the head trains until epoch ``head_epochs``, or
+      earlier once val/acc has not improved for ``plateau_patience`` epochs; then the backbone
+      (or only its top ``unfreeze_top`` stages) joins at its smaller learning rate. Phases are
+      gated explicitly: every group exists from the start (DDP- and scheduler-safe), a stage
+      that is not training gets lr 0 from the LambdaLR, no gradient (dropped before the
+      optimizer step) and eval mode. The phase state is saved in checkpoints, so a resumed
+      fit continues in the right phase.
+
+    Frozen means weights *and* BatchNorm statistics: a stage that is not training is put in
+    eval mode when built, at every epoch start and whenever ``train()`` is called (Lightning
+    2.6 does not call ``train()`` at fit start; it keeps and restores each submodule's mode).
     """
 
     def __init__(self, model_cfg: dict[str, Any], num_classes: int, image_size: int, lr: float,
                  weight_decay: float, epochs: int, cut_at: str | None = None, freeze_backbone: bool = False,
-                 backbone_lr_factor: float = 1.0, head_dropout: float = 0.0):
+                 backbone_lr_factor: float = 1.0, head_dropout: float = 0.0, head_hidden: int | None = None,
+                 head_epochs: int = 0, plateau_patience: int | None = None, unfreeze_top: int | None = None):
         super().__init__()
         self.save_hyperparameters()
         backbone = build_backbone(model_cfg, image_size).truncated(cut_at)
-        self.net = TransferNet(backbone, Head(backbone.out_channels, num_classes, head_dropout))
+        names = backbone.stage_names
+        checks = [
+            (0 <= head_epochs < epochs or (freeze_backbone and head_epochs == 0),
+             f"head_epochs={head_epochs} (allowed: 0..{epochs - 1}, fewer than the epochs)"),
+            (unfreeze_top is None or 1 <= unfreeze_top <= len(names),
+             f"unfreeze_top={unfreeze_top} (allowed: null or 1..{len(names)}, the stages kept)"),
+            (plateau_patience is None or plateau_patience >= 1, f"plateau_patience={plateau_patience} (allowed: null or >= 1)"),
+            (freeze_backbone or backbone_lr_factor > 0, f"backbone_lr_factor={backbone_lr_factor} (allowed: > 0)"),
+        ]
+        for ok, what in checks:
+            if not ok:
+                raise ValueError(f"{what} is not allowed")
+        self.net = TransferNet(backbone, Head(backbone.out_channels, num_classes, head_dropout, head_hidden))
         if freeze_backbone:
             self.net.backbone.requires_grad_(False)
+        self.phase2_from = 0 if head_epochs == 0 else head_epochs  # first epoch of phase 2
+        self._best_val, self._epochs_since_best = float("-inf"), 0
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.train()
@@ -71,14 +96,89 @@ class Classifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    # -- which stages train when -------------------------------------------------------------
+    def phase2_stages(self) -> list[str]:
+        names = self.net.backbone.stage_names
+        if self.hparams.freeze_backbone:
+            return []
+        top = self.hparams.unfreeze_top
+        return names[-top:] if top else names
+
+    def training_stages(self, epoch: int) -> list[str]:
+        return self.phase2_stages() if epoch >= self.phase2_from else []
+
+    def phase(self, epoch: int) -> int:
+        return 2 if epoch >= self.phase2_from else 1
+
+    def _apply_modes(self, mode: bool) -> None:
+        training = set(self.training_stages(self.current_epoch)) if mode else set()
+        for name, stage in self.net.backbone.named_children():
+            stage.train(name in training)
+        self.net.backbone.training = bool(training)
+
     def train(self, mode: bool = True) -> "Classifier":
         super().train(mode)
-        if self.hparams.freeze_backbone:
-            self.net.backbone.eval()
+        self._apply_modes(mode)
         return self
 
     def on_train_start(self) -> None:
         self.train()
+
+    def on_train_epoch_start(self) -> None:
+        self._check_plateau()
+        self._refresh_learning_rates()
+        self.train()
+        self.log("phase", float(self.phase(self.current_epoch)), on_step=False, on_epoch=True)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:  # logged here, after the refresh (LearningRateMonitor runs before it)
+            self.log_dict({f"lr/{g['name']}": g["lr"] for g in scheduler.optimizer.param_groups},
+                          on_step=False, on_epoch=True)
+
+    def _check_plateau(self) -> None:
+        """End phase 1 once the previous epochs' val/acc stopped improving for ``plateau_patience``.
+
+        Checked at epoch start: Lightning fills ``callback_metrics`` after the module's
+        ``on_validation_epoch_end``, so only here is the last val/acc there.
+        """
+        patience = self.hparams.plateau_patience
+        value = self.trainer.callback_metrics.get("val/acc")
+        if patience is None or value is None or self.phase(self.current_epoch) == 2:
+            return
+        if float(value) > self._best_val:
+            self._best_val, self._epochs_since_best = float(value), 0
+        else:
+            self._epochs_since_best += 1
+        if self._epochs_since_best >= patience:
+            self.phase2_from = self.current_epoch
+
+    def _refresh_learning_rates(self) -> None:
+        """Set each group's lr for this epoch from its LambdaLR factor (LambdaLR's own formula).
+
+        Makes the lr a function of (epoch, phase) alone, whatever the order of Lightning's
+        scheduler step and the phase switch, and after a resume.
+        """
+        scheduler = self.lr_schedulers()
+        if scheduler is None:
+            return
+        for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(self.current_epoch)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        training = set(self.training_stages(self.current_epoch))
+        for name, stage in self.net.backbone.named_children():
+            if name not in training:
+                for parameter in stage.parameters():
+                    parameter.grad = None  # AdamW skips it: no step, no weight decay, no moments
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["transfer_phase"] = {"phase2_from": self.phase2_from, "best_val": self._best_val,
+                                        "epochs_since_best": self._epochs_since_best}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("transfer_phase")
+        if state:
+            self.phase2_from = state["phase2_from"]
+            self._best_val, self._epochs_since_best = state["best_val"], state["epochs_since_best"]
 
     def load_backbone(self, state: dict[str, torch.Tensor]) -> None:
         """Load pretrained weights into the (possibly truncated) backbone; every kept key must be there."""
@@ -103,17 +203,31 @@ class Classifier(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, self.val_metrics, "val/")
 
+    # -- optimisation -------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:
+        """Named groups: ``head`` and, unless the backbone is frozen, ``backbone.<stage>`` per stage."""
         hp = self.hparams
         groups = [{"name": "head", "params": list(self.net.head.parameters()), "lr": hp.lr}]
-        trainable = [p for p in self.net.backbone.parameters() if p.requires_grad]
-        if trainable and hp.backbone_lr_factor > 0:
-            groups.append({"name": "backbone", "params": trainable, "lr": hp.lr * hp.backbone_lr_factor})
+        if not hp.freeze_backbone:
+            for name, stage in self.net.backbone.named_children():
+                params = list(stage.parameters())
+                if params:
+                    groups.append({"name": f"backbone.{name}", "params": params, "lr": hp.lr * hp.backbone_lr_factor})
         return groups
 
+    def _cosine(self, epoch: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch, self.hparams.epochs) / self.hparams.epochs))
+
+    def _lr_factor(self, group_name: str) -> Callable[[int], float]:
+        if group_name == "head":
+            return self._cosine
+        stage = group_name.removeprefix("backbone.")
+        return lambda epoch: self._cosine(epoch) if stage in self.training_stages(epoch) else 0.0
+
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameter_groups(), weight_decay=self.hparams.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.hparams.epochs)
+        groups = self.parameter_groups()
+        optimizer = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [self._lr_factor(g["name"]) for g in groups])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 
@@ -175,7 +289,7 @@ def fit(cfg: DictConfig, module: Classifier, train_loader: DataLoader, val_loade
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_kwargs.pop("name", None)
     trainer: L.Trainer = instantiate(trainer_kwargs, max_epochs=cfg.train.epochs, logger=logger,
-                                     callbacks=[checkpoint, EpochSummary(), LearningRateMonitor("epoch")],
+                                     callbacks=[checkpoint, EpochSummary()],
                                      default_root_dir=str(out_dir))
     trainer.fit(module, train_loader, val_loader)
     best = Classifier.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
