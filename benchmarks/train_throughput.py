@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from _timing import EpochTimer
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -37,23 +36,6 @@ from transferlab.synthetic import SHAPES, make_split
 from transferlab.training import Classifier
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class EpochTimer(Callback):
-    def __init__(self):
-        self.times: list[float] = []
-
-    def _sync(self, trainer):
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self._sync(trainer)
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        self._sync(trainer)
-        self.times.append(time.perf_counter() - self._start)
 
 
 class ChannelsLastClassifier(Classifier):

@@ -212,6 +212,9 @@ def _validate(cfg: DictConfig) -> None:
         init = cfg.regime.get("init")
         if init not in ("pretrained", "random"):
             raise ConfigError(f"regime.init={init!r} is not allowed (allowed: pretrained, random)")
+        if cfg.regime.get("cache_features") and not cfg.regime.get("freeze_backbone"):
+            raise ConfigError(f"quadrants.{cfg.quadrant}.cache_features=true is not allowed: regime {cfg.regime.name} "
+                              f"trains its backbone (allowed: false, or a regime with freeze_backbone: true)")
         if OmegaConf.is_missing(cfg.regime, "cut_at"):
             raise ConfigError(
                 f"regime {cfg.regime.name} needs quadrants.{cfg.quadrant}.cut_at in params.yaml (a stage name of the model)")

@@ -9,6 +9,7 @@ relative to the new head's. Outputs in models/<quadrant>/.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from transferlab.cli import run_stage
 from transferlab.config import ConfigError, load_config, paths, save_config
 from transferlab.data import load_meta
 from transferlab.pretrain import BACKBONE_FILE
-from transferlab.training import Classifier, fit, loaders, seed_everything
+from transferlab.training import Classifier, fit, frozen_features, loaders, seed_everything
 from transferlab.training_data import training_sets
 
 
@@ -64,6 +65,15 @@ def main(argv: list[str]) -> None:
         module.load_backbone(state)
     out_dir: Path = where["models"] / quadrant
     save_config(cfg, out_dir / "config.yaml")
+    if cfg.regime.cache_features:
+        if train_set.transform is not None:
+            print(f"{quadrant}: cache_features is not used: augmentation runs on the fly (augment.copies=0), so every "
+                  f"epoch sees new images; set augment.copies > 0 to cache")
+        else:
+            started = time.perf_counter()
+            train_set, val_set = frozen_features(module, train_set), frozen_features(module, val_set)
+            print(f"{quadrant}: cached frozen features of {len(train_set)} training and {len(val_set)} validation "
+                  f"images in {time.perf_counter() - started:.1f}s")
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     print(f"{quadrant}: regime {cfg.regime.name}, {len(train_set)} training images, "
           f"{trainable:,} of {sum(p.numel() for p in module.parameters()):,} parameters trainable")
