@@ -105,6 +105,10 @@ def test_truncate_freeze_requires_cut_at(tmp_path, repo):
      "error: pretrained checkpoint"),
     ("finetune", ["quadrant=small_different", "quadrants.small_different.cut_at=stage9"],
      "error: quadrants.small_different: unknown cut_at 'stage9' (allowed: block1, block2, block3, block4)"),
+    ("pretrain", ["data.image_size=8"],
+     "error: model=small_vgg: image_size=8 is too small for model small_vgg"),
+    ("finetune", ["quadrant=small_similar", "model=resnet18", "model.weights=foo", "regime=scratch"],
+     "error: quadrants.small_similar: unknown weights 'foo' for resnet18 (allowed: null, imagenet)"),
     ("finetune", ["quadrant=small_different", "finetune.train_per_class=50", "regime=scratch"],
      "error: train_per_class=50 is larger than the data: the smallest class has 2 training images (allowed: null or 1..2)"),
 ])
@@ -113,7 +117,7 @@ def test_stage_command_exits_non_zero_with_one_line_before_training(tmp_path, mo
     from conftest import copy_project
 
     project = copy_project(tmp_path / "p")
-    if module == "finetune" and "quadrant=huge_similar" not in argv:
+    if (module == "finetune" and "quadrant=huge_similar" not in argv) or "data.image_size=8" in argv:
         # Data exists (so the only missing input is the checkpoint / the bad cut point).
         subprocess.run([sys.executable, "-m", "transferlab.download", "data.source_train_per_class=2",
                         "data.small_train_per_class=2", "data.large_train_per_class=2", "data.val_per_class=1",

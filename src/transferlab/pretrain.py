@@ -24,8 +24,11 @@ SOURCES = ("pipeline", "imagenet")
 
 
 def build_module(cfg: DictConfig, num_classes: int) -> Classifier:
-    return Classifier(OmegaConf.to_container(cfg.model), num_classes, cfg.data.image_size, lr=cfg.train.lr,
-                      weight_decay=cfg.train.weight_decay, epochs=cfg.train.epochs)
+    try:
+        return Classifier(OmegaConf.to_container(cfg.model), num_classes, cfg.data.image_size, lr=cfg.train.lr,
+                          weight_decay=cfg.train.weight_decay, epochs=cfg.train.epochs)
+    except ValueError as err:  # e.g. an image size the model cannot take, or a bad model argument
+        raise ConfigError(f"model={cfg.model.name}: {err}") from None
 
 
 def imagenet_backbone(cfg: DictConfig, out_dir) -> None:
@@ -56,10 +59,10 @@ def main(argv: list[str]) -> None:
         imagenet_backbone(cfg, out_dir)
         save_config(cfg, out_dir / "config.yaml")
         return
-    train_set, val_set = training_sets(cfg, "source")
     classes = load_meta(where["raw"] / "source")["classes"]
     seed_everything(cfg.seed)
     module = build_module(cfg, len(classes))
+    train_set, val_set = training_sets(cfg, "source")
     save_config(cfg, out_dir / "config.yaml")
     train_loader, val_loader = loaders(train_set, val_set, cfg.train.batch_size, cfg.seed)
     best, _ = fit(cfg, module, train_loader, val_loader, out_dir, run_name="pretrain",

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import lightning as L
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
@@ -32,10 +33,29 @@ console = Console(stderr=True, highlight=False)
 
 
 def build_backbone(model_cfg: dict[str, Any], image_size: int) -> Backbone:
+    """Instantiate the configured backbone; a bad argument is a ValueError with the model's own message."""
     kwargs = {k: v for k, v in model_cfg.items() if k != "name"}
     if kwargs.get("_target_", "").endswith("SmallCNN"):
         kwargs["image_size"] = image_size
-    return instantiate(kwargs)
+    try:
+        return instantiate(kwargs)
+    except InstantiationException as err:  # Hydra wraps the constructor's error in a multi-line text
+        cause = err.__cause__
+        raise ValueError(str(cause) if cause else str(err).splitlines()[0]) from None
+
+
+def check_input_size(net: nn.Module, image_size: int, model_name: str) -> None:
+    """Fail before training when ``image_size`` does not survive the model's downsampling."""
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 3, image_size, image_size))
+    except RuntimeError as err:
+        raise ValueError(f"image_size={image_size} is too small for model {model_name} "
+                         f"({str(err).splitlines()[0]})") from None
+    finally:
+        net.train(was_training)
 
 
 def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -89,6 +109,7 @@ class Classifier(L.LightningModule):
             if not ok:
                 raise ValueError(f"{what} is not allowed")
         self.net = TransferNet(backbone, Head(backbone.out_channels, num_classes, head_dropout, head_hidden))
+        check_input_size(self.net, image_size, model_cfg.get("name", model_cfg.get("_target_", "?")))
         if freeze_backbone:
             self.net.backbone.requires_grad_(False)
         self.phase2_from = 0 if head_epochs == 0 else head_epochs  # first epoch of phase 2
