@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.cli import run_stage
+from transferlab.tracking import launched_as_global_zero
 from transferlab.config import ConfigError, load_config, paths, save_config
 from transferlab.data import load_meta
 from transferlab.pretrain import BACKBONE_FILE
@@ -64,7 +65,8 @@ def main(argv: list[str]) -> None:
     if state is not None:
         module.load_backbone(state)
     out_dir: Path = where["models"] / quadrant
-    save_config(cfg, out_dir / "config.yaml")
+    if launched_as_global_zero():  # under DDP every rank runs this; one writes
+        save_config(cfg, out_dir / "config.yaml")
     if cfg.regime.cache_features:
         if train_set.transform is not None:
             print(f"{quadrant}: cache_features is not used: augmentation runs on the fly (augment.copies=0), so every "

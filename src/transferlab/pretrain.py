@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.cli import run_stage
+from transferlab.tracking import launched_as_global_zero
 from transferlab.config import ConfigError, load_config, paths, save_config
 from transferlab.data import load_meta, write_json
 from transferlab.models import TORCHVISION_ARCHS, imagenet_weights
@@ -63,10 +64,13 @@ def main(argv: list[str]) -> None:
     seed_everything(cfg.seed)
     module = build_module(cfg, len(classes))
     train_set, val_set = training_sets(cfg, "source")
-    save_config(cfg, out_dir / "config.yaml")
+    if launched_as_global_zero():  # under DDP every rank runs this; one writes
+        save_config(cfg, out_dir / "config.yaml")
     train_loader, val_loader = loaders(train_set, val_set, cfg.train.batch_size, cfg.seed)
-    best, _ = fit(cfg, module, train_loader, val_loader, out_dir, run_name="pretrain",
-                  tags={"stage": "pretrain", "quadrant": "source", "regime": "pretrain"})
+    best, run_id = fit(cfg, module, train_loader, val_loader, out_dir, run_name="pretrain",
+                       tags={"stage": "pretrain", "quadrant": "source", "regime": "pretrain"})
+    if run_id is None:  # another DDP rank: global rank 0 writes the files
+        return
     torch.save(best.net.backbone.state_dict(), out_dir / BACKBONE_FILE)
     write_json(out_dir / "meta.json", {"model": OmegaConf.to_container(cfg.model), "source": "pipeline",
                                        "classes": classes,

@@ -31,6 +31,18 @@ def artifact_location(experiment_name: str) -> str | None:
     return None if os.environ.get("MLFLOW_TRACKING_URI") else (store_root() / "mlartifacts" / experiment_name).as_uri()
 
 
+def launched_as_global_zero() -> bool:
+    """Whether this process is global rank 0, from the launcher's environment (before a Trainer exists).
+
+    torchrun and SLURM set RANK / SLURM_PROCID; Lightning's own DDP launcher re-runs the
+    stage command for each extra device with LOCAL_RANK (and NODE_RANK) set.
+    """
+    for variable in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if variable in os.environ:
+            return int(os.environ[variable]) == 0
+    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+
+
 def with_retry(action: Callable[[], T], attempts: int = 8) -> T:
     """Retry an MLflow call that hit sqlite's "database is locked" (concurrent writers)."""
     for attempt in range(attempts):

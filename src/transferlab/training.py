@@ -339,14 +339,17 @@ def loaders(train_set, val_set, batch_size: int, seed: int | None, num_workers: 
 
 
 def fit(cfg: DictConfig, module: Classifier, train_loader: DataLoader, val_loader: DataLoader, out_dir: Path,
-        run_name: str, tags: dict[str, str]) -> tuple[Classifier, str]:
+        run_name: str, tags: dict[str, str]) -> tuple[Classifier, str | None]:
     """Train with Lightning, tracked in one MLflow run; returns the best-val module and the run id.
 
     The best checkpoint (by val/acc) is ``out_dir/model.ckpt``; the run id goes to
     ``out_dir/run.json`` so the evaluation stage logs its test metrics into the same run.
+    Under DDP every rank runs the stage: only global rank 0 creates the run and writes files,
+    and the returned run id is None on the other ranks (callers write nothing there).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_id = tracking.start_run(cfg, run_name, tags)
+    run_id = tracking.start_run(cfg, run_name, tags) if tracking.launched_as_global_zero() else None
+    # On other ranks the logger never touches MLflow (Lightning gives them a dummy experiment).
     logger = MLFlowLogger(experiment_name=cfg.tracking.experiment_name, tracking_uri=tracking.tracking_uri(),
                           run_id=run_id)
     checkpoint = ModelCheckpoint(dirpath=out_dir, filename=CHECKPOINT_NAME, monitor="val/acc", mode="max",
@@ -354,13 +357,13 @@ def fit(cfg: DictConfig, module: Classifier, train_loader: DataLoader, val_loade
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_kwargs.pop("name", None)
     trainer: L.Trainer = instantiate(trainer_kwargs, max_epochs=cfg.train.epochs, logger=logger,
-                                     callbacks=[checkpoint],
-                                     default_root_dir=str(out_dir))
+                                     callbacks=[checkpoint], default_root_dir=str(out_dir))
     trainer.fit(module, train_loader, val_loader)
     best = Classifier.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
-    if trainer.is_global_zero:
-        tracking.write_run_file(out_dir / "run.json", run_id)
-        tracking.log_artifact(run_id, out_dir / "config.yaml")
-        tracking.log_artifact(run_id, Path(checkpoint.best_model_path), "checkpoints")
-        tracking.log_metrics(run_id, {"best/val_acc": float(checkpoint.best_model_score)})
+    if not trainer.is_global_zero:
+        return best, None
+    tracking.write_run_file(out_dir / "run.json", run_id)
+    tracking.log_artifact(run_id, out_dir / "config.yaml")
+    tracking.log_artifact(run_id, Path(checkpoint.best_model_path), "checkpoints")
+    tracking.log_metrics(run_id, {"best/val_acc": float(checkpoint.best_model_score)})
     return best, run_id
