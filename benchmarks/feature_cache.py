@@ -27,7 +27,7 @@ from transferlab.config import load_config
 from transferlab.data import ImageArrayDataset
 from transferlab.download import render_params
 from transferlab.finetune import build_module
-from transferlab.synthetic import SHAPES, make_split
+from transferlab.synthetic import make_split
 from transferlab.training import frozen_features, loaders
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,7 +22,6 @@ import statistics
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from _timing import EpochTimer
 from omegaconf import OmegaConf

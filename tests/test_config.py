@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from transferlab.config import GROUPS, QUADRANTS, ConfigError, flatten, load_config
 
-from conftest import REPO, project_env
+from conftest import project_env
 
 
 def test_composes_conf_groups_with_params_on_top(repo):

@@ -14,7 +14,7 @@ import shutil
 import albumentations as A
 import numpy as np
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from transferlab.cli import run_stage
 from transferlab.config import DATASETS, ConfigError, load_config, paths, save_config
