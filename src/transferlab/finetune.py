@@ -16,11 +16,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.cli import run_stage
-from transferlab.tracking import launched_as_global_zero
 from transferlab.config import ConfigError, load_config, paths, save_config
 from transferlab.data import load_meta
 from transferlab.pretrain import BACKBONE_FILE
 from transferlab.training import Classifier, fit, frozen_features, loaders, seed_everything
+from transferlab.tracking import launched_as_global_zero
 from transferlab.training_data import training_sets
 
 

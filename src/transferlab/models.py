@@ -198,13 +198,16 @@ def TorchvisionBackbone(arch: str, weights: str | None = None) -> Backbone:
         raise ValueError(f"unknown torchvision arch {arch!r} (allowed: {', '.join(TORCHVISION_ARCHS)})")
     if weights not in (None, "imagenet"):
         raise ValueError(f"unknown weights {weights!r} for {arch} (allowed: null, imagenet)")
-    enum = imagenet_weights(arch) if weights == "imagenet" else None
-    try:
-        model = get_model(arch, weights=enum)
-    except (OSError, RuntimeError) as err:  # URLError is an OSError; no network -> one clear line
-        folder = Path(torch.hub.get_dir()) / "checkpoints"
-        raise ValueError(f"cannot load ImageNet weights for {arch} from {enum.url} ({type(err).__name__}): "
-                         f"download that file by hand and place it in {folder}/") from None
+    if weights is None:
+        model = get_model(arch, weights=None)
+    else:
+        enum = imagenet_weights(arch)
+        try:
+            model = get_model(arch, weights=enum)
+        except (OSError, RuntimeError) as err:  # URLError is an OSError; no network -> one clear line
+            folder = Path(torch.hub.get_dir()) / "checkpoints"
+            raise ValueError(f"cannot load ImageNet weights for {arch} from {enum.url} ({type(err).__name__}): "
+                             f"download that file by hand and place it in {folder}/") from None
     stages = _torchvision_stages(arch, model)
     channels, x = {}, torch.zeros(1, 3, 64, 64)
     model.eval()

@@ -13,11 +13,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.cli import run_stage
-from transferlab.tracking import launched_as_global_zero
 from transferlab.config import ConfigError, load_config, paths, save_config
 from transferlab.data import load_meta, write_json
 from transferlab.models import TORCHVISION_ARCHS, imagenet_weights
 from transferlab.training import Classifier, build_backbone, fit, loaders, seed_everything
+from transferlab.tracking import launched_as_global_zero
 from transferlab.training_data import training_sets
 
 BACKBONE_FILE = "backbone.pt"

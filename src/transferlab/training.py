@@ -98,8 +98,7 @@ class Classifier(L.LightningModule):
         backbone = build_backbone(model_cfg, image_size).truncated(cut_at)
         names = backbone.stage_names
         checks = [
-            (0 <= head_epochs < epochs or (freeze_backbone and head_epochs == 0),
-             f"head_epochs={head_epochs} (allowed: 0..{epochs - 1}, fewer than the epochs)"),
+            (0 <= head_epochs < epochs, f"head_epochs={head_epochs} (allowed: 0..{epochs - 1}, fewer than the epochs)"),
             (unfreeze_top is None or 1 <= unfreeze_top <= len(names),
              f"unfreeze_top={unfreeze_top} (allowed: null or 1..{len(names)}, the stages kept)"),
             (plateau_patience is None or plateau_patience >= 1, f"plateau_patience={plateau_patience} (allowed: null or >= 1)"),
@@ -112,7 +111,7 @@ class Classifier(L.LightningModule):
         check_input_size(self.net, image_size, model_cfg.get("name", model_cfg.get("_target_", "?")))
         if freeze_backbone:
             self.net.backbone.requires_grad_(False)
-        self.phase2_from = 0 if head_epochs == 0 else head_epochs  # first epoch of phase 2
+        self.phase2_from = head_epochs  # first epoch of phase 2 (0: one phase)
         self._best_val, self._epochs_since_best = float("-inf"), 0
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
