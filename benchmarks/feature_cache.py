@@ -28,7 +28,7 @@ from transferlab.data import ImageArrayDataset
 from transferlab.download import render_params
 from transferlab.finetune import build_module
 from transferlab.synthetic import make_split
-from transferlab.training import frozen_features, loaders
+from transferlab.training import cached_training_sets, loaders
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def main() -> None:
             L.seed_everything(0, verbose=False)
             module = build_module(cfg, len(classes))
             started = time.perf_counter()
-            cached_train, cached_val = frozen_features(module, train_set), frozen_features(module, val_set)
+            cached_train, cached_val = cached_training_sets(module, train_set, val_set)
             build = time.perf_counter() - started
             cached = median_epoch(module, cached_train, cached_val, cfg.train.batch_size, args.epochs)
             table.add_row(f"{regime} ({cfg.regime.cut_at or 'all stages'})", str(len(y)), f"{uncached:.3f}",

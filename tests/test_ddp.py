@@ -52,6 +52,6 @@ def test_ddp_two_phase_finetuning_runs_and_is_tracked_once(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     assert len(runs) == 1
     phases = [m.value for m in client.get_metric_history(runs[0].info.run_id, "phase")]
-    backbone_lr = [m.value for m in client.get_metric_history(runs[0].info.run_id, "lr/backbone.block1")]
+    backbone_lr = [m.value for m in client.get_metric_history(runs[0].info.run_id, "lr/backbone.stem")]
     assert phases == [1.0, 2.0, 2.0]
     assert backbone_lr[0] == 0.0 and backbone_lr[1] > 0

@@ -8,7 +8,7 @@ import torch
 from transferlab.config import ConfigError, load_config
 from transferlab.data import ImageArrayDataset
 from transferlab.finetune import build_module
-from transferlab.training import frozen_features, loaders
+from transferlab.training import cached_training_sets, loaders
 
 
 def fit(module, train_set, val_set, epochs=3):
@@ -16,7 +16,7 @@ def fit(module, train_set, val_set, epochs=3):
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", deterministic=True)
     trainer.fit(module, train, val)
-    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return {**{k: float(v) for k, v in trainer.callback_metrics.items()}, "optimizer_steps": trainer.global_step}
 
 
 @pytest.mark.parametrize("regime,quadrant,extra", [
@@ -34,13 +34,15 @@ def test_cached_and_uncached_training_agree(repo, regime, quadrant, extra):
         module = build_module(cfg, 5)
         train_set, val_set = images, val_images
         if cached:
-            train_set, val_set = frozen_features(module, images), frozen_features(module, val_images)
+            train_set, val_set = cached_training_sets(module, images, val_images)
             assert train_set.tensors[0].shape == (40, module.net.backbone.out_channels)
+            assert not module.automatic_optimization  # a whole cached epoch per loader item
         metrics = fit(module, train_set, val_set)
         results[cached] = (module.net.head.state_dict(), metrics)
     (uncached_head, uncached_metrics), (cached_head, cached_metrics) = results[False], results[True]
     for key in uncached_head:
         torch.testing.assert_close(cached_head[key], uncached_head[key], rtol=1e-4, atol=1e-5)
+    assert cached_metrics["optimizer_steps"] == uncached_metrics["optimizer_steps"] == 3 * 40 // 8
     assert cached_metrics["val/acc"] == pytest.approx(uncached_metrics["val/acc"])
     assert cached_metrics["train/loss"] == pytest.approx(uncached_metrics["train/loss"], rel=1e-4)
 

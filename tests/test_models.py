@@ -35,7 +35,7 @@ def test_every_model_has_named_stages_and_cuts_the_same_way(repo, model):
     assert full.net.head.fc.in_features == full.net.backbone.stage_channels[stages[-1]]
 
 
-@pytest.mark.parametrize("model", ["small_vgg", "resnet18"])
+@pytest.mark.parametrize("model", ["small_resnet", "small_vgg", "resnet18"])
 def test_unknown_cut_at_lists_the_model_stage_names(repo, model):
     cfg = load_config("finetune", ["quadrant=small_different", f"model={model}",
                                    "quadrants.small_different.cut_at=nowhere"], root=repo)
@@ -85,5 +85,5 @@ def test_pretrain_source_imagenet_needs_a_torchvision_model(tmp_path):
                           env=project_env(), capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
-        f"error: pretrain.source=imagenet needs a torchvision model, not model=small_vgg "
+        f"error: pretrain.source=imagenet needs a torchvision model, not model=small_resnet "
         f"(allowed: {', '.join(TORCHVISION_ARCHS)})")

@@ -65,7 +65,7 @@ def test_every_stage_ran_and_wrote_its_outputs(project):
     for stage_dir in ("data/raw", "data/augmented", "models/pretrain", "models/small_similar", "reports/eval/large_different"):
         assert (project / stage_dir / "config.yaml").is_file(), f"{stage_dir} lacks its resolved config"
     assert "| small_similar | freeze_all |" in (project / "reports/summary.md").read_text()
-    assert (project / "reports/comparison.png").stat().st_size > 1000
+    assert (project / "reports/figures/comparison.png").stat().st_size > 1000
 
 
 def test_metrics_json_has_every_quadrant_with_regime_and_metrics(project):
@@ -160,3 +160,47 @@ def test_experiment_in_a_temporary_copy_keeps_its_mlflow_run_in_the_real_store(p
     assert (run_artifacts / "checkpoints" / "model.ckpt").is_file(), "artifacts must survive DVC's temporary copy"
     assert "test/acc" in new[0].data.metrics
     assert not list((project / ".dvc" / "tmp" / "exps").glob("**/mlflow.db")), "no store inside the temporary copy"
+
+
+def test_matrix_switch_runs_every_regime_on_every_quadrant_and_the_cut_sweep(project):
+    """matrix.seeds is the one switch: on, DVC generates the cells and the report adds the matrix; off, it goes."""
+    from mlflow.tracking import MlflowClient
+
+    matrix = {"seeds": [0, 1], "quadrants": ["small_similar", "large_different"], "regimes": ["freeze_all", "scratch"],
+              "steps": 5, "cut_sweep": {"quadrants": ["small_different"], "cut_at": ["stem", "stage2"]}}
+    for key, value in matrix.items():
+        set_param(project, f"matrix.{key}", value)
+    cells = {f"regime_matrix@{q}-{r}-{s}" for q in matrix["quadrants"] for r in matrix["regimes"] for s in (0, 1)}
+    cuts = {f"cut_sweep@small_different-{c}-{s}" for c in ("stem", "stage2") for s in (0, 1)}
+    output = dvc(project, "repro")
+    assert ran(output) == cells | cuts | {"report"}, output[-2000:]
+
+    params = OmegaConf.load(project / "params.yaml")
+    cell = json.loads((project / "reports/matrix/cells/small_similar-scratch-s1.json").read_text())
+    n_train = 5 * TINY_PARAMS["data.small_train_per_class"]  # 30 images, batches of 16: 2 steps per epoch
+    assert (cell["regime"], cell["seed"], cell["n_train"], cell["epochs"]) == ("scratch", 1, n_train, 3)
+    assert cell["lr"] == params.matrix.lr.scratch and 0 <= cell["test"]["acc"] <= 1
+    cut = json.loads((project / "reports/matrix/cuts/small_different-stem-s0.json").read_text())
+    assert (cut["regime"], cut["cut_at"]) == ("truncate_freeze", "stem")
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    run = client.get_run(cell["run_id"])
+    assert {k: run.data.tags[k] for k in ("stage", "quadrant", "regime", "seed")} == {
+        "stage": "regime_matrix", "quadrant": "small_similar", "regime": "scratch", "seed": "1"}
+    assert run.data.metrics["test/acc"] == pytest.approx(cell["test"]["acc"])
+
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert metrics["matrix"]["large_different"]["freeze_all"]["n"] == 2
+    assert set(metrics["cut_sweep"]["small_different"]) == {"stem", "stage2"}
+    summary = (project / "reports/summary.md").read_text()
+    assert "## Every regime on every quadrant" in summary and "**large_different**: `" in summary
+    assert "figures/regime_matrix.png" in summary and "## Cut-point sweep" in summary
+    for figure in ("regime_matrix.png", "cut_sweep.png"):
+        assert (project / "reports/figures" / figure).stat().st_size > 1000
+
+    set_param(project, "matrix.seeds", [])
+    output = dvc(project, "repro")
+    assert ran(output) == {"report"}, output[-2000:]
+    assert not (project / "reports/figures/regime_matrix.png").exists(), "a stale matrix figure survived"
+    assert "matrix" not in json.loads((project / "reports/metrics.json").read_text())
+    assert "Every regime" not in (project / "reports/summary.md").read_text()

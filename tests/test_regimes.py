@@ -13,10 +13,10 @@ from transferlab.data import ImageArrayDataset
 from transferlab.finetune import build_module, pretrained_state
 
 NUM_CLASSES = 5
-MODELS = ["small_vgg", "resnet18"]
+MODELS = ["small_resnet", "resnet18"]
 
 
-def module_for(repo, regime: str, quadrant: str = "small_similar", *extra: str, model: str = "small_vgg"):
+def module_for(repo, regime: str, quadrant: str = "small_similar", *extra: str, model: str = "small_resnet"):
     cfg = load_config("finetune", [f"quadrant={quadrant}", f"regime={regime}", f"model={model}", *extra], root=repo)
     torch.manual_seed(0)
     return cfg, build_module(cfg, NUM_CLASSES)
@@ -79,7 +79,7 @@ def count(params) -> int:
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("regime,quadrant", [("freeze_all", "small_similar"), ("truncate_freeze", "small_different")])
 def test_frozen_regimes_change_nothing_but_the_head(repo, regime, quadrant, model):
-    cut = {"small_vgg": "block2", "resnet18": "layer2"}[model]
+    cut = {"small_resnet": "stage2", "resnet18": "layer2"}[model]
     cfg, module = module_for(repo, regime, quadrant, f"quadrants.small_different.cut_at={cut}", model=model)
     module.load_backbone(pretrained_like_state(module))
     before = snapshot(module)
@@ -102,7 +102,7 @@ def test_frozen_regimes_change_nothing_but_the_head(repo, regime, quadrant, mode
 
 @pytest.mark.parametrize("model", MODELS)
 def test_truncated_backbone_loads_the_pretrained_weights_of_its_stages(repo, model):
-    cut = {"small_vgg": "block2", "resnet18": "layer2"}[model]
+    cut = {"small_resnet": "stage2", "resnet18": "layer2"}[model]
     _, full = module_for(repo, "freeze_all", model=model)
     state = pretrained_like_state(full)
     _, truncated = module_for(repo, "truncate_freeze", "small_different", f"quadrants.small_different.cut_at={cut}",
@@ -173,18 +173,26 @@ def test_two_phase_finetuning_gates_the_backbone_then_unfreezes_the_top_stages(r
     assert any(not torch.equal(start[k], final[k]) for k in start if k.startswith(f"net.backbone.{top[-1]}."))
 
 
-def test_phase_and_learning_rates_survive_resume_from_a_checkpoint(repo, tmp_path):
+@pytest.mark.parametrize("model", MODELS)
+def test_phase_and_learning_rates_survive_resume_from_a_checkpoint(repo, tmp_path, model):
     extra = ("quadrants.large_similar.epochs=4", "quadrants.large_similar.head_epochs=2")
-    cfg, module = module_for(repo, "finetune_all", "large_similar", *extra)
+    cfg, module = module_for(repo, "finetune_all", "large_similar", *extra, model=model)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="last", save_top_k=-1, every_n_epochs=1,
                                  enable_version_counter=False)
     trainer(1, checkpoint).fit(module, *data())  # stopped inside phase 1
-    _, fresh = module_for(repo, "finetune_all", "large_similar", *extra)
+    _, fresh = module_for(repo, "finetune_all", "large_similar", *extra, model=model)
     recorder = LrRecorder()
     trainer(4, recorder).fit(fresh, *data(), ckpt_path=str(tmp_path / "last.ckpt"))
     assert sorted(recorder.lrs) == [1, 2, 3]
-    assert recorder.lrs[1]["backbone.block1"] == 0.0  # still phase 1 after resume
-    assert recorder.lrs[2]["backbone.block1"] == pytest.approx(cfg.train.lr * 0.1 * 0.5 * (1 + np.cos(np.pi * 2 / 4)))
+    cosine = lambda e: 0.5 * (1 + np.cos(np.pi * e / 4))  # noqa: E731
+    stages = fresh.net.backbone.stage_names
+    for epoch in (1, 2, 3):
+        lrs = recorder.lrs[epoch]
+        assert set(lrs) == {"head", *(f"backbone.{s}" for s in stages)}
+        assert lrs["head"] == pytest.approx(cfg.train.lr * cosine(epoch))
+        for s in stages:  # epoch 1: still phase 1 after resume; from epoch 2 (head_epochs) phase 2
+            expected = 0.0 if epoch < 2 else cfg.train.lr * 0.1 * cosine(epoch)
+            assert lrs[f"backbone.{s}"] == pytest.approx(expected), (epoch, s)
 
 
 def test_plateau_ends_phase_one_early_and_is_saved_in_the_checkpoint(repo):
@@ -195,7 +203,7 @@ def test_plateau_ends_phase_one_early_and_is_saved_in_the_checkpoint(repo):
     module.hparams.lr = 1e-12
     trainer(4, recorder).fit(module, *data())
     assert module.phase2_from < 5
-    assert recorder.lrs[module.phase2_from]["backbone.block1"] > 0
+    assert recorder.lrs[module.phase2_from]["backbone.stem"] > 0
     checkpoint = {}
     module.on_save_checkpoint(checkpoint)
     _, other = module_for(repo, "finetune_all", "large_similar", "quadrants.large_similar.epochs=6",
@@ -220,7 +228,7 @@ def test_scratch_starts_from_random_weights_and_its_alternative_from_pretrained(
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("regime", ["freeze_all", "truncate_freeze", "finetune_all", "scratch"])
 def test_head_is_sized_to_the_target_classes(repo, regime, model):
-    cut = {"small_vgg": "block2", "resnet18": "layer2"}[model]
+    cut = {"small_resnet": "stage2", "resnet18": "layer2"}[model]
     _, module = module_for(repo, regime, "small_different", f"quadrants.small_different.cut_at={cut}", model=model)
     assert module(torch.zeros(2, 3, 32, 32)).shape == (2, NUM_CLASSES)
 

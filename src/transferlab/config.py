@@ -23,7 +23,10 @@ QUADRANTS = ("small_similar", "small_different", "large_similar", "large_differe
 DATASETS = ("source", *QUADRANTS)
 # Groups chosen in params.yaml by `<group>.name`; `regime` is chosen per quadrant.
 GROUPS = ("data", "model", "augment", "trainer")
-STAGES = ("download", "augment", "pretrain", "finetune", "evaluate", "report")
+STAGES = ("download", "augment", "pretrain", "finetune", "evaluate", "regime_matrix", "cut_sweep", "report")
+# Stages that train one quadrant (quadrant=<name> required); the matrix stages pick its regime too.
+QUADRANT_STAGES = ("finetune", "evaluate", "regime_matrix", "cut_sweep")
+MATRIX_STAGES = ("regime_matrix", "cut_sweep")
 # Keys of a params.yaml quadrant entry that are not merged onto the regime's config.
 QUADRANT_TRAIN_KEYS = ("regime", "epochs", "lr")
 
@@ -123,12 +126,14 @@ def load_config(stage: str, argv: list[str] | None = None, root: Path | None = N
     overrides = _parse_overrides(argv or [])
 
     quadrant = next((value for key, value in overrides if key == "quadrant"), None)
-    needs_quadrant = stage in ("finetune", "evaluate")
+    needs_quadrant = stage in QUADRANT_STAGES
     if needs_quadrant and quadrant is None:
         raise ConfigError(f"stage {stage} needs quadrant=<name> (allowed: {', '.join(QUADRANTS)})")
     if quadrant is not None and quadrant not in QUADRANTS:
         raise ConfigError(f"unknown quadrant {quadrant!r} (allowed: {', '.join(QUADRANTS)})")
 
+    if stage in MATRIX_STAGES:
+        params.quadrants[quadrant] = _matrix_entry(root, params, overrides)
     late = [(k, v) for k, v in overrides if k != "quadrant" and not _apply_to_params(params, k, v, quadrant)]
 
     choices = {group: _check_option(root, group, OmegaConf.select(params, f"{group}.name")) for group in GROUPS}
@@ -162,7 +167,7 @@ def load_config(stage: str, argv: list[str] | None = None, root: Path | None = N
         cfg.regime.name = entry.regime
     if stage == "pretrain":
         cfg.train = _train_knobs("pretrain", {k: v for k, v in cfg.pretrain.items() if k != "source"})
-    elif stage == "finetune":
+    elif stage in ("finetune", *MATRIX_STAGES):
         entry = cfg.quadrants[quadrant]
         knobs = {**OmegaConf.to_container(cfg.finetune), "epochs": entry.get("epochs"), "lr": entry.get("lr")}
         cfg.train = _train_knobs(f"quadrants.{quadrant}", knobs)
@@ -172,6 +177,23 @@ def load_config(stage: str, argv: list[str] | None = None, root: Path | None = N
     except OmegaConfBaseException as err:
         raise ConfigError(f"config does not resolve: {err}".splitlines()[0]) from None
     return cfg
+
+
+def _matrix_entry(root: Path, params: DictConfig, overrides: list[tuple[str, Any]]) -> DictConfig:
+    """A matrix run's quadrant entry: the regime named on the command line with the matrix's
+    budget (`matrix.lr.<regime>`; epochs are set by the stage from `matrix.steps`), replacing
+    the pipeline's entry for that quadrant (whose extra keys belong to its own regime)."""
+    regime = next((value for key, value in overrides if key == "regime"), None)
+    if regime is None:
+        raise ConfigError(f"matrix stages need regime=<name> (allowed: {', '.join(options(root, 'regime'))})")
+    _check_option(root, "regime", regime)
+    lr = OmegaConf.select(params, f"matrix.lr.{regime}")
+    if lr is None:
+        raise ConfigError(f"matrix.lr.{regime} is missing in params.yaml (the matrix's learning rate for {regime})")
+    entry = {"regime": regime, "epochs": 1, "lr": lr}
+    if regime == "truncate_freeze":
+        entry["cut_at"] = params.matrix.cut_at
+    return OmegaConf.create(entry)
 
 
 def _train_knobs(where: str, knobs: Any) -> DictConfig:

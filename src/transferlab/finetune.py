@@ -19,7 +19,7 @@ from transferlab.cli import run_stage
 from transferlab.config import ConfigError, load_config, paths, save_config
 from transferlab.data import load_meta
 from transferlab.pretrain import BACKBONE_FILE
-from transferlab.training import Classifier, fit, frozen_features, loaders, seed_everything
+from transferlab.training import Classifier, cached_training_sets, fit, loaders, seed_everything
 from transferlab.tracking import launched_as_global_zero
 from transferlab.training_data import training_sets
 
@@ -53,32 +53,38 @@ def build_module(cfg: DictConfig, num_classes: int) -> Classifier:
         raise ConfigError(f"quadrants.{cfg.quadrant}: {err}") from None
 
 
-def main(argv: list[str]) -> None:
-    cfg = load_config("finetune", argv)
-    where = paths(cfg)
-    quadrant = cfg.quadrant
-    classes = load_meta(where["raw"] / quadrant)["classes"]
+def prepare(cfg: DictConfig, quadrant: str, train_set, val_set) -> tuple[Classifier, object, object]:
+    """The module for one quadrant's regime (pretrained backbone loaded) and its training data,
+    with the frozen part's features cached when the regime asks for it and the data allows it."""
+    classes = load_meta(paths(cfg)["raw"] / quadrant)["classes"]
     seed_everything(cfg.seed)  # before building: the new head's initialisation is reproducible
     module = build_module(cfg, len(classes))  # validates cut_at
     state = pretrained_state(cfg)
-    train_set, val_set = training_sets(cfg, quadrant, cfg.train.train_per_class)
     if state is not None:
         module.load_backbone(state)
-    out_dir: Path = where["models"] / quadrant
-    if launched_as_global_zero():  # under DDP every rank runs this; one writes
-        save_config(cfg, out_dir / "config.yaml")
     if cfg.regime.cache_features:
         if train_set.transform is not None:
             print(f"{quadrant}: cache_features is not used: augmentation runs on the fly (augment.copies=0), so every "
                   f"epoch sees new images; set augment.copies > 0 to cache")
         else:
             started = time.perf_counter()
-            train_set, val_set = frozen_features(module, train_set), frozen_features(module, val_set)
+            train_set, val_set = cached_training_sets(module, train_set, val_set)
             print(f"{quadrant}: cached frozen features of {len(train_set)} training and {len(val_set)} validation "
                   f"images in {time.perf_counter() - started:.1f}s")
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     print(f"{quadrant}: regime {cfg.regime.name}, {len(train_set)} training images, "
           f"{trainable:,} of {sum(p.numel() for p in module.parameters()):,} parameters trainable")
+    return module, train_set, val_set
+
+
+def main(argv: list[str]) -> None:
+    cfg = load_config("finetune", argv)
+    quadrant = cfg.quadrant
+    train_set, val_set = training_sets(cfg, quadrant, cfg.train.train_per_class)
+    out_dir: Path = paths(cfg)["models"] / quadrant
+    module, train_set, val_set = prepare(cfg, quadrant, train_set, val_set)
+    if launched_as_global_zero():  # under DDP every rank runs this; one writes
+        save_config(cfg, out_dir / "config.yaml")
     train_loader, val_loader = loaders(train_set, val_set, cfg.train.batch_size, cfg.seed)
     fit(cfg, module, train_loader, val_loader, out_dir, run_name=f"finetune/{quadrant}",
         tags={"stage": "finetune", "quadrant": quadrant, "regime": cfg.regime.name})
