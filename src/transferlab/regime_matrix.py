@@ -60,6 +60,8 @@ def run_cell(cfg: DictConfig, out_file: Path, stage: str) -> dict:
         best, run_id = fit(cfg, module, train_loader, val_loader, Path(scratch),
                            run_name=f"{stage}/{out_file.stem}", tags=tags, log_checkpoint=False)
     seconds = time.perf_counter() - started
+    if run_id is None:  # a DDP rank other than 0: rank 0 tests and writes
+        return {}
     images, labels = load_split(paths(cfg)["raw"] / quadrant, "test")
     test, _ = evaluate(best, images, labels, cfg.evaluate.batch_size)
     tracking.log_metrics(run_id, {f"test/{name}": value for name, value in test.items()})

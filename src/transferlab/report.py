@@ -203,9 +203,10 @@ def matrix_markdown(cfg: DictConfig, matrix: dict, sweep: dict) -> str:
               "| quadrant | " + " | ".join(m.cut_sweep.cut_at) + " |", "|---" * (len(m.cut_sweep.cut_at) + 1) + "|"]
     for quadrant, by_cut in sweep.items():
         lines.append(f"| {quadrant} | " + " | ".join(f"{v['mean']:.3f} ± {v['std']:.3f}" for v in by_cut.values()) + " |")
+    lines.append("")
     for quadrant, by_cut in sweep.items():
         best = max(by_cut, key=lambda c: by_cut[c]["mean"])
-        lines.append(f"\n- **{quadrant}**: the best cut is `{best}` ({by_cut[best]['mean']:.3f}); keeping every stage "
+        lines.append(f"- **{quadrant}**: the best cut is `{best}` ({by_cut[best]['mean']:.3f}); keeping every stage "
                      f"(`{list(by_cut)[-1]}`) gives {list(by_cut.values())[-1]['mean']:.3f}.")
     lines += ["", "![cut-point sweep](figures/cut_sweep.png)", ""]
     return "\n".join(lines)
