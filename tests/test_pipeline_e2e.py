@@ -87,15 +87,30 @@ def test_mlflow_holds_one_tagged_run_per_training_stage(project):
     experiment = client.get_experiment_by_name("transferlab")
     assert experiment.artifact_location == (project / "mlartifacts" / "transferlab").as_uri()
     runs = client.search_runs([experiment.experiment_id])
+    [parent] = [r for r in runs if r.data.tags["stage"] == "pipeline"]
+    runs = [r for r in runs if r is not parent]
     by_stage = {(r.data.tags["stage"], r.data.tags["quadrant"]): r for r in runs}
     assert len(runs) == 5 and ("pretrain", "source") in by_stage
+    # One parent per pipeline execution, shared by the stages' separate processes; report finished it.
+    assert {r.data.tags.get("mlflow.parentRunId") for r in runs} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {
+        "report/summary.md", "report/metrics.json", "report/comparison.png"}
+    # The commit `dvc repro` ran on (the fixture committed the results on top of it afterwards).
+    head = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=project, capture_output=True, text=True).stdout.strip()
+    for run in (parent, *runs):
+        tags = run.data.tags
+        assert tags["mlflow.source.git.commit"] == head and tags["git_dirty"] == "false"
+        assert tags["seed"] == "0" and tags["device"].startswith("cpu") and tags["version.torch"] == "2.14.1"
+    packages = client.download_artifacts(runs[0].info.run_id, "environment/packages.txt", str(project / ".dvc/tmp"))
+    assert "torch==2.14.1" in Path(packages).read_text()
     metric_names = None
     for quadrant in QUADRANTS:
         run = by_stage[("finetune", quadrant)]
         assert run.data.tags["regime"] == OmegaConf.load(project / "params.yaml").quadrants[quadrant].regime
         names = {k for k in run.data.metrics if k.startswith(("train/", "val/", "test/"))}
         assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/macro_f1",
-                "test/acc", "test/macro_f1", "test/loss"} <= names
+                "test/acc", "test/macro_f1", "test/loss", "test/nll", "test/ece"} <= names
         metric_names = metric_names or names
         assert names == metric_names, "every regime must log the same metric names"
         history = client.get_metric_history(run.info.run_id, "val/acc")
@@ -151,7 +166,10 @@ def test_experiment_in_a_temporary_copy_keeps_its_mlflow_run_in_the_real_store(p
     new_lr = OmegaConf.load(project / "params.yaml").quadrants.large_similar.lr * 2
     dvc(project, "exp", "run", "--temp", "-S", f"quadrants.large_similar.lr={new_lr}")
     new = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id not in before]
+    [parent] = [r for r in new if r.data.tags["stage"] == "pipeline"]  # the experiment's own parent run
+    new = [r for r in new if r is not parent]
     assert [(r.data.tags["stage"], r.data.tags["quadrant"]) for r in new] == [("finetune", "large_similar")]
+    assert new[0].data.tags["mlflow.parentRunId"] == parent.info.run_id and parent.info.status == "FINISHED"
     assert float(new[0].data.params["train.lr"]) == new_lr
     from urllib.parse import urlparse
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -142,8 +143,7 @@ def load_config(stage: str, argv: list[str] | None = None, root: Path | None = N
         regime = _check_option(root, "regime", OmegaConf.select(params, f"quadrants.{quadrant}.regime"))
         hydra_overrides.append(f"+regime={regime}")
 
-    with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3", job_name=stage):
-        cfg = compose(config_name="config", overrides=hydra_overrides)
+    cfg = _compose(root, stage, hydra_overrides)
     OmegaConf.set_struct(cfg, False)
     cfg = OmegaConf.merge(cfg, params)
     for group, choice in choices.items():
@@ -177,6 +177,19 @@ def load_config(stage: str, argv: list[str] | None = None, root: Path | None = N
     except OmegaConfBaseException as err:
         raise ConfigError(f"config does not resolve: {err}".splitlines()[0]) from None
     return cfg
+
+
+def _compose(root: Path, stage: str, overrides: list[str]) -> DictConfig:
+    """Compose conf/config.yaml, also from inside a running Hydra app (`transferlab.sweep`'s jobs):
+    that app's GlobalHydra is set aside for the composition and put back afterwards."""
+    global_hydra = GlobalHydra.instance()
+    outer = global_hydra.hydra
+    global_hydra.clear()
+    try:
+        with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3", job_name=stage):
+            return compose(config_name="config", overrides=overrides)
+    finally:
+        GlobalHydra.instance().hydra = outer
 
 
 def _matrix_entry(root: Path, params: DictConfig, overrides: list[tuple[str, Any]]) -> DictConfig:

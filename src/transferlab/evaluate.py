@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassCalibrationError, MulticlassConfusionMatrix
 
 from transferlab import tracking
 from transferlab.cli import run_stage
@@ -21,11 +21,13 @@ from transferlab.training import CHECKPOINT_NAME, Classifier, classification_met
 
 @torch.inference_mode()
 def evaluate(module: Classifier, images: np.ndarray, labels: np.ndarray, batch_size: int) -> tuple[dict, np.ndarray]:
-    """Test metrics (acc, macro_f1, loss: mean cross-entropy) and the confusion matrix."""
+    """Test metrics (acc, macro_f1, loss = nll: mean cross-entropy, ece: expected calibration
+    error over 15 confidence bins) and the confusion matrix."""
     module.eval()
     num_classes = module.hparams.num_classes
     metrics = classification_metrics(num_classes, "")
     confusion = MulticlassConfusionMatrix(num_classes)
+    calibration = MulticlassCalibrationError(num_classes, n_bins=15)
     dataset = ImageArrayDataset(images, labels)
     loss_sum = 0.0
     for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
@@ -34,8 +36,10 @@ def evaluate(module: Classifier, images: np.ndarray, labels: np.ndarray, batch_s
         loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         metrics.update(logits, y)
         confusion.update(logits, y)
+        calibration.update(logits.softmax(dim=1), y)
     results = {name: float(value) for name, value in metrics.compute().items()}
-    results["loss"] = loss_sum / len(dataset)
+    results["loss"] = results["nll"] = loss_sum / len(dataset)
+    results["ece"] = float(calibration.compute())
     return results, confusion.compute().numpy()
 
 

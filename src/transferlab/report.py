@@ -18,13 +18,14 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from transferlab import tracking
 from transferlab.cli import run_stage
 from transferlab.config import QUADRANTS, ConfigError, load_config, paths, save_config
 from transferlab.cut_sweep import CUTS
 from transferlab.data import write_json
 from transferlab.regime_matrix import CELLS, cell_name
 
-METRIC_KEYS = ("acc", "macro_f1", "loss")
+METRIC_KEYS = ("acc", "macro_f1", "loss", "ece")
 # The course note's rule (DESIGN.md §2): the regime it recommends for each quadrant.
 RECOMMENDED = {"small_similar": "freeze_all", "small_different": "truncate_freeze",
                "large_similar": "finetune_all", "large_different": "scratch"}
@@ -232,6 +233,8 @@ def main(argv: list[str]) -> None:
         cut_sweep_figure(sweep, figures / "cut_sweep.png")
     write_json(reports / "metrics.json", metrics)
     (reports / "summary.md").write_text(summary)
+    parent = tracking.finish_pipeline(cfg.tracking.experiment_name, cfg.seed,
+                                      [reports / "summary.md", reports / "metrics.json", *sorted(figures.glob("*.png"))])
     save_config(cfg, reports / "report_config.yaml")
     table = Table(title="test results")
     for column in ("quadrant", "regime", "acc", "macro_f1", "loss", "chance"):
@@ -239,6 +242,8 @@ def main(argv: list[str]) -> None:
     for quadrant, r in results.items():
         table.add_row(quadrant, r["regime"], *(f"{r[k]:.4f}" for k in ("acc", "macro_f1", "loss")), f"{r['chance']:.3f}")
     Console().print(table)
+    if parent:
+        print(f"report logged to the pipeline's parent MLflow run {parent}")
     if matrix is not None:
         for line in matrix_verdicts(matrix):
             Console().print(line.replace("**", "").replace("`", ""))

@@ -1,4 +1,11 @@
-"""MLflow: where the store is, and one run per training stage.
+"""MLflow: where the store is, one run per training stage, and one parent run per pipeline execution.
+
+Every stage that DVC runs in one `dvc repro` (or one `dvc exp run`) nests its run under the
+same parent run, although each stage is a separate process: the parent is found by the
+identity of the DVC process they all descend from (tag ``pipeline_key``), and created by the
+first stage that needs it. ``report`` logs the summary to it and marks it finished. Runs carry
+provenance tags: git commit (``mlflow.source.git.commit``) and ``git_dirty``, ``seed``,
+``device``, library versions; the full package list is an artifact.
 
 Default store: ``sqlite:///<root>/mlflow.db`` with artifacts in ``<root>/mlartifacts/<experiment>``;
 ``MLFLOW_TRACKING_URI`` overrides it. ``<root>`` is ``DVC_ROOT`` when DVC runs the stage
@@ -9,7 +16,12 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import socket
+import subprocess
+import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -74,17 +86,126 @@ def experiment_id(mlflow_client, name: str) -> str:
         return found.experiment_id
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (Linux), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _is_dvc(pid: int) -> bool:
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3]
+    except OSError:
+        return False
+    return any(Path(arg.decode(errors="replace")).name == "dvc" for arg in args)
+
+
+def pipeline_key() -> str | None:
+    """The identity of the pipeline execution this stage belongs to, or None (a stage run by hand).
+
+    ``TRANSFERLAB_PIPELINE_ID`` when set; else, under DVC, the nearest ``dvc`` ancestor process
+    (host, pid and start time: unique even when pids are reused).
+    """
+    explicit = os.environ.get("TRANSFERLAB_PIPELINE_ID")
+    if explicit:
+        return explicit
+    if not os.environ.get("DVC_ROOT"):
+        return None
+    pid = os.getppid()
+    for _ in range(10):
+        fields = _proc_stat(pid)
+        if fields is None or pid <= 1:
+            return None
+        if _is_dvc(pid):
+            return f"{socket.gethostname()}:{pid}:{fields[19]}"  # field 22 of stat: start time
+        pid = int(fields[1])  # field 4: parent pid
+    return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=store_root(), capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def provenance_tags(seed: Any) -> dict[str, str]:
+    """Git commit and dirty flag (tracked files other than dvc.lock, which DVC rewrites as stages
+    finish), seed, device and the versions of the main libraries."""
+    tags = {"seed": str(seed), "device": device_name(), "python": platform.python_version()}
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock")
+        tags.update({"mlflow.source.git.commit": commit, "git_dirty": str(bool(changed)).lower()})
+    for package in ("torch", "torchvision", "lightning", "mlflow", "dvc", "hydra-core"):
+        try:
+            tags[f"version.{package}"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return tags
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def package_list() -> str:
+    return "\n".join(sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions())) + "\n"
+
+
+def parent_run_id(mlflow_client, experiment: str, seed: Any) -> str | None:
+    """The pipeline execution's parent run (created by the first stage that asks), or None."""
+    key = pipeline_key()
+    if key is None:
+        return None
+    exp_id = experiment_id(mlflow_client, experiment)
+    found = with_retry(lambda: mlflow_client.search_runs([exp_id], f"tags.pipeline_key = '{key}'", max_results=1))
+    if found:
+        return found[0].info.run_id
+    tags = {"stage": "pipeline", "pipeline_key": key, **provenance_tags(seed)}
+    run = with_retry(lambda: mlflow_client.create_run(
+        exp_id, run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}", tags=tags))
+    return run.info.run_id
+
+
 def start_run(cfg, run_name: str, tags: dict[str, str]) -> str:
-    """Create the stage's run with its tags and the flattened resolved config as params."""
+    """Create the stage's run (nested under the pipeline's parent run when there is one) with its
+    tags, provenance, the flattened resolved config as params and the package list."""
     from mlflow.entities import Param
 
     mlflow_client = client()
-    run = with_retry(lambda: mlflow_client.create_run(
-        experiment_id(mlflow_client, cfg.tracking.experiment_name), run_name=run_name, tags=tags))
+    experiment = cfg.tracking.experiment_name
+    parent = parent_run_id(mlflow_client, experiment, cfg.get("seed"))
+    all_tags = {**provenance_tags(cfg.get("seed")), **tags, **({"mlflow.parentRunId": parent} if parent else {})}
+    run = with_retry(lambda: mlflow_client.create_run(experiment_id(mlflow_client, experiment), run_name=run_name,
+                                                      tags=all_tags))
     params = [Param(key, str(value)) for key, value in sorted(flatten(cfg).items())]
     for start in range(0, len(params), 100):
         with_retry(lambda: mlflow_client.log_batch(run.info.run_id, params=params[start:start + 100]))
+    with tempfile.TemporaryDirectory() as scratch:
+        packages = Path(scratch) / "packages.txt"
+        packages.write_text(package_list())
+        log_artifact(run.info.run_id, packages, "environment")
     return run.info.run_id
+
+
+def finish_pipeline(experiment: str, seed: Any, files: list[Path]) -> str | None:
+    """Log the report's files to the pipeline's parent run and mark it finished (the last stage)."""
+    mlflow_client = client()
+    parent = parent_run_id(mlflow_client, experiment, seed)
+    if parent is None:
+        return None
+    for path in files:
+        log_artifact(parent, path, "report")
+    with_retry(lambda: mlflow_client.set_terminated(parent, "FINISHED"))
+    return parent
 
 
 def write_run_file(path: Path, run_id: str) -> None:
