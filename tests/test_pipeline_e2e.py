@@ -123,6 +123,32 @@ def test_mlflow_holds_one_tagged_run_per_training_stage(project):
         assert (project / "mlartifacts" / "transferlab" / run.info.run_id / "artifacts" / "config.yaml").is_file()
 
 
+def test_every_quadrant_model_is_registered_and_predicts_on_raw_images(project):
+    import mlflow.pyfunc
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from transferlab.data import load_split
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    mlflow.set_tracking_uri(uri)
+    for quadrant in QUADRANTS:
+        decision = json.loads((project / "reports/eval" / quadrant / "registry.json").read_text())
+        acc = json.loads((project / "reports/eval" / quadrant / "metrics.json").read_text())["acc"]
+        assert decision == {"registered_model": f"transferlab-{quadrant}", "version": 1, "promoted": True,
+                            "champion_version": 1, "test_acc": pytest.approx(acc), "champion_acc_same_test_set": None}
+        champion = client.get_model_version_by_alias(f"transferlab-{quadrant}", "champion")
+        assert int(champion.version) == 1 and client.get_run(champion.run_id).data.tags["quadrant"] == quadrant
+    model = mlflow.pyfunc.load_model("models:/transferlab-small_similar@champion")
+    images, labels = load_split(project / "data/raw/small_similar", "test")
+    probabilities = np.asarray(model.predict(np.ascontiguousarray(images[:8])))
+    assert probabilities.shape == (8, 5) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    accuracy = float((np.asarray(model.predict(np.ascontiguousarray(images))).argmax(1) == labels).mean())
+    metrics = json.loads((project / "reports/eval/small_similar/metrics.json").read_text())
+    assert accuracy == pytest.approx(metrics["acc"], abs=1e-6), "the registered model is not the tested one"
+
+
 def test_same_seed_reproduces_the_same_test_metrics(project):
     """Forced re-run of a training stage (random init, shuffling, on-the-fly augmentation)."""
     before = json.loads((project / "reports/eval/large_different/metrics.json").read_text())
@@ -130,6 +156,10 @@ def test_same_seed_reproduces_the_same_test_metrics(project):
     dvc(project, "repro", "-f", "-s", "evaluate@large_different")
     after = json.loads((project / "reports/eval/large_different/metrics.json").read_text())
     assert after == before
+    # An equal challenger is registered but does not take the alias: only a better one does.
+    decision = json.loads((project / "reports/eval/large_different/registry.json").read_text())
+    assert (decision["version"], decision["promoted"], decision["champion_version"]) == (2, False, 1)
+    assert decision["champion_acc_same_test_set"] == pytest.approx(after["acc"], abs=1e-6)
 
 
 def test_one_finetuning_value_reruns_only_its_quadrant_downstream(project):

@@ -1,8 +1,10 @@
 """Stage `evaluate@<quadrant>`: test metrics and a confusion matrix for one quadrant.
 
 Reads models/<quadrant>/model.ckpt, writes reports/eval/<quadrant>/{metrics.json,
-confusion.png} and logs test/acc, test/macro_f1, test/loss and the figure into the
-fine-tuning stage's MLflow run.
+confusion.png, registry.json} and logs test/acc, test/macro_f1, test/loss, test/nll,
+test/ece, the figure and the deployable model (mlflow.pytorch) into the fine-tuning stage's
+MLflow run; registers the model and moves `champion` only when it beats the current one on
+this test set (transferlab.registry).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 from torchmetrics.classification import MulticlassCalibrationError, MulticlassConfusionMatrix
 
-from transferlab import tracking
+from transferlab import registry, tracking
 from transferlab.cli import run_stage
 from transferlab.config import ConfigError, load_config, paths, save_config
 from transferlab.data import ImageArrayDataset, load_meta, load_split, write_json
@@ -87,6 +89,14 @@ def main(argv: list[str]) -> None:
     run_id = tracking.read_run_id(model_dir / "run.json")
     tracking.log_metrics(run_id, {f"test/{name}": value for name, value in results.items()})
     tracking.log_artifact(run_id, out_dir / "confusion.png", "evaluation")
+    model_uri = registry.log_model(run_id, module.net, images)
+    decision = registry.register(registry.registered_name(cfg.tracking.experiment_name, quadrant), model_uri, run_id,
+                                 module.net, images, labels)
+    write_json(out_dir / "registry.json", decision)
+    verdict = "now champion" if decision["promoted"] else (
+        f"champion stays version {decision['champion_version']} "
+        f"(test acc {decision['champion_acc_same_test_set']:.4f} on this test set)")
+    print(f"registered {decision['registered_model']} version {decision['version']}: {verdict}")
     print(f"{quadrant} ({regime}): " + "  ".join(f"test/{k}={v:.4f}" for k, v in results.items()))
 
 
