@@ -95,7 +95,7 @@ def test_mlflow_holds_one_tagged_run_per_training_stage(project):
     assert {r.data.tags.get("mlflow.parentRunId") for r in runs} == {parent.info.run_id}
     assert parent.info.status == "FINISHED"
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {
-        "report/summary.md", "report/metrics.json", "report/comparison.png"}
+        "report/summary.md", "report/metrics.json", "report/comparison.png", "report/augment_preview.png"}
     # The commit `dvc repro` ran on (the fixture committed the results on top of it afterwards).
     head = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=project, capture_output=True, text=True).stdout.strip()
     for run in (parent, *runs):
@@ -119,8 +119,27 @@ def test_mlflow_holds_one_tagged_run_per_training_stage(project):
         assert {"lr/head", "phase"} <= set(run.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         artifacts |= {a.path for d in ("checkpoints", "evaluation") for a in client.list_artifacts(run.info.run_id, d)}
-        assert {"config.yaml", "checkpoints/model.ckpt", "evaluation/confusion.png"} <= artifacts
+        assert {"config.yaml", "history.csv", "checkpoints/model.ckpt", "evaluation/confusion.png",
+                "evaluation/per_class.csv", "evaluation/learning_curves.png"} <= artifacts
+        history = (project / "models" / quadrant / "history.csv").read_text().splitlines()
+        assert history[0] == "epoch,train_loss,train_acc,val_loss,val_acc"
+        assert [int(line.split(",")[0]) for line in history[1:]] == list(
+            range(1, TINY_PARAMS[f"quadrants.{quadrant}.epochs"] + 1))
+        per_class = (project / "reports/eval" / quadrant / "per_class.csv").read_text().splitlines()
+        assert len(per_class) == 1 + 5 and sum(int(line.split(",")[-1]) for line in per_class[1:]) == 30
         assert (project / "mlartifacts" / "transferlab" / run.info.run_id / "artifacts" / "config.yaml").is_file()
+
+
+def test_dvc_plots_render_learning_curves_and_the_regime_comparison(project):
+    done = subprocess.run([str(Path(sys.executable).parent / "dvc"), "plots", "show", "--json"], cwd=project,
+                          env=project_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    shown = json.loads(done.stdout)["data"]
+    assert {"val_acc_per_epoch", "train_loss_per_epoch", "regime_comparison"} <= set(shown), sorted(shown)
+    curves = shown["val_acc_per_epoch"][0]["content"]["data"]["values"]
+    assert {row["filename"] for row in curves} == {f"{q}/history.csv" for q in QUADRANTS}
+    bars = shown["regime_comparison"][0]["content"]["data"]["values"]
+    assert sorted(row["quadrant"] for row in bars) == sorted(QUADRANTS)
 
 
 def test_every_quadrant_model_is_registered_and_predicts_on_raw_images(project):

@@ -1,7 +1,7 @@
 """Stage `evaluate@<quadrant>`: test metrics and a confusion matrix for one quadrant.
 
-Reads models/<quadrant>/model.ckpt, writes reports/eval/<quadrant>/{metrics.json,
-confusion.png, registry.json} and logs test/acc, test/macro_f1, test/loss, test/nll,
+Reads models/<quadrant>/{model.ckpt,history.csv}, writes reports/eval/<quadrant>/{metrics.json,
+confusion.png, per_class.csv, learning_curves.png, registry.json} and logs test/acc, test/macro_f1, test/loss, test/nll,
 test/ece, the figure and the deployable model (mlflow.pytorch) into the fine-tuning stage's
 MLflow run; registers the model and moves `champion` only when it beats the current one on
 this test set (transferlab.registry).
@@ -18,7 +18,7 @@ from transferlab import registry, tracking
 from transferlab.cli import run_stage
 from transferlab.config import ConfigError, load_config, paths, save_config
 from transferlab.data import ImageArrayDataset, load_meta, load_split, write_json
-from transferlab.training import CHECKPOINT_NAME, Classifier, classification_metrics
+from transferlab.training import CHECKPOINT_NAME, HISTORY_FILE, Classifier, classification_metrics
 
 
 @torch.inference_mode()
@@ -43,6 +43,38 @@ def evaluate(module: Classifier, images: np.ndarray, labels: np.ndarray, batch_s
     results["loss"] = results["nll"] = loss_sum / len(dataset)
     results["ece"] = float(calibration.compute())
     return results, confusion.compute().numpy()
+
+
+def per_class_table(matrix: np.ndarray, classes: list[str]) -> str:
+    """CSV of precision, recall, F1 and support per class, from the confusion matrix (rows: true)."""
+    lines = ["class,precision,recall,f1,support"]
+    for index, name in enumerate(classes):
+        hits, predicted, actual = matrix[index, index], matrix[:, index].sum(), matrix[index].sum()
+        precision = hits / predicted if predicted else 0.0
+        recall = hits / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        lines.append(f"{name},{precision:.4f},{recall:.4f},{f1:.4f},{int(actual)}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_learning_curves(history_csv, title: str, path) -> None:
+    """Train/val loss and accuracy per epoch from the fine-tuning stage's history.csv."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = np.genfromtxt(history_csv, delimiter=",", names=True, ndmin=1)
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for split in ("train", "val"):
+        loss_ax.plot(rows["epoch"], rows[f"{split}_loss"], marker=".", label=split)
+        acc_ax.plot(rows["epoch"], rows[f"{split}_acc"], marker=".", label=split)
+    loss_ax.set(xlabel="epoch", ylabel="loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
+    acc_ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path) -> None:
@@ -86,9 +118,12 @@ def main(argv: list[str]) -> None:
                                           "chance": 1.0 / len(classes), **results})
     plot_confusion(matrix, classes, f"{quadrant} ({regime}): test acc {results['acc']:.3f}",
                    out_dir / "confusion.png")
+    (out_dir / "per_class.csv").write_text(per_class_table(matrix, classes))
+    plot_learning_curves(model_dir / HISTORY_FILE, f"{quadrant} ({regime})", out_dir / "learning_curves.png")
     run_id = tracking.read_run_id(model_dir / "run.json")
     tracking.log_metrics(run_id, {f"test/{name}": value for name, value in results.items()})
-    tracking.log_artifact(run_id, out_dir / "confusion.png", "evaluation")
+    for figure in ("confusion.png", "per_class.csv", "learning_curves.png"):
+        tracking.log_artifact(run_id, out_dir / figure, "evaluation")
     model_uri = registry.log_model(run_id, module.net, images)
     decision = registry.register(registry.registered_name(cfg.tracking.experiment_name, quadrant), model_uri, run_id,
                                  module.net, images, labels)

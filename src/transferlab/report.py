@@ -233,8 +233,11 @@ def main(argv: list[str]) -> None:
         cut_sweep_figure(sweep, figures / "cut_sweep.png")
     write_json(reports / "metrics.json", metrics)
     (reports / "summary.md").write_text(summary)
+    (reports / "comparison.csv").write_text("quadrant,regime,acc,macro_f1\n" + "".join(
+        f"{q},{r['regime']},{r['acc']},{r['macro_f1']}\n" for q, r in results.items()))
     parent = tracking.finish_pipeline(cfg.tracking.experiment_name, cfg.seed,
-                                      [reports / "summary.md", reports / "metrics.json", *sorted(figures.glob("*.png"))])
+                                      [reports / "summary.md", reports / "metrics.json", reports / "augment_preview.png",
+                                       *sorted(figures.glob("*.png"))])
     save_config(cfg, reports / "report_config.yaml")
     table = Table(title="test results")
     for column in ("quadrant", "regime", "acc", "macro_f1", "loss", "chance"):

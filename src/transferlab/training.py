@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from omegaconf import DictConfig, OmegaConf
@@ -30,6 +30,7 @@ from transferlab.models import Backbone, Head, TransferNet
 # A frozen backbone is in eval mode on purpose (BatchNorm statistics must not move).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
+HISTORY_FILE = "history.csv"  # per-epoch train/val loss and accuracy, beside the checkpoint
 CHECKPOINT_NAME = "model"  # -> model.ckpt (no "=" in the name: MLflow rejects it)
 console = Console(stderr=True, highlight=False)
 
@@ -422,6 +423,37 @@ def trainer_settings(cfg: DictConfig, module: Classifier) -> dict[str, Any]:
     return kwargs
 
 
+class EpochHistory(Callback):
+    """Each epoch's train/val loss and accuracy, for ``history.csv`` (DVC plots, learning curves).
+
+    An epoch is recorded when the next one starts, or training ends: the module logs its
+    train metrics in its own ``on_train_epoch_end``, which Lightning calls after this
+    callback's, so they are complete only then.
+    """
+
+    KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
+
+    def __init__(self):
+        self.rows: list[dict[str, float]] = []
+
+    def _record(self, trainer: L.Trainer) -> None:
+        metrics = trainer.callback_metrics
+        self.rows.append({"epoch": trainer.current_epoch,
+                          **{key.replace("/", "_"): round(float(metrics[key]), 6) for key in self.KEYS if key in metrics}})
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch > 0:
+            self._record(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer)
+
+    def write(self, path: Path) -> None:
+        columns = ["epoch", *(key.replace("/", "_") for key in self.KEYS)]
+        lines = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in self.rows]
+        path.write_text("\n".join(lines) + "\n")
+
+
 class FitData(L.LightningDataModule):
     """The loaders of one fit. Under DDP, validation is sharded without padding.
 
@@ -466,15 +498,18 @@ def fit(cfg: DictConfig, module: Classifier, train_loader: DataLoader, val_loade
     # On other ranks the logger never touches MLflow (Lightning gives them a dummy experiment).
     logger = MLFlowLogger(experiment_name=cfg.tracking.experiment_name, tracking_uri=tracking.tracking_uri(),
                           run_id=run_id)
+    history = EpochHistory()
     checkpoint = ModelCheckpoint(dirpath=out_dir, filename=CHECKPOINT_NAME, monitor="val/acc", mode="max",
                                  save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False)
     trainer: L.Trainer = instantiate(trainer_kwargs, max_epochs=cfg.train.epochs, logger=logger,
-                                     callbacks=[checkpoint], default_root_dir=str(out_dir))
+                                     callbacks=[checkpoint, history], default_root_dir=str(out_dir))
     trainer.fit(module, datamodule=FitData(train_loader, val_loader))
     best = Classifier.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
     if not trainer.is_global_zero:
         return best, None
     tracking.write_run_file(out_dir / "run.json", run_id)
+    history.write(out_dir / HISTORY_FILE)
+    tracking.log_artifact(run_id, out_dir / HISTORY_FILE)
     tracking.log_artifact(run_id, out_dir / "config.yaml")
     if log_checkpoint:
         tracking.log_artifact(run_id, Path(checkpoint.best_model_path), "checkpoints")
