@@ -16,6 +16,10 @@ from transferlab.regime_matrix import run_cell
 CUTS = "matrix/cuts"  # under reports/
 
 
+def cut_name(quadrant: str, cut_at: str, seed: int) -> str:
+    return f"{quadrant}-{cut_at}-s{seed}"
+
+
 def main(argv: list[str]) -> None:
     cut_at = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("cut_at=")), None)
     if cut_at is None:
@@ -23,7 +27,7 @@ def main(argv: list[str]) -> None:
     rest = [arg for arg in argv if not arg.startswith("cut_at=")]
     quadrant = next((arg.split("=", 1)[1] for arg in rest if arg.startswith("quadrant=")), None)
     cfg = load_config("cut_sweep", [*rest, "regime=truncate_freeze", f"quadrants.{quadrant}.cut_at={cut_at}"])
-    out_file = paths(cfg)["reports"] / CUTS / f"{cfg.quadrant}-{cut_at}-s{cfg.seed}.json"
+    out_file = paths(cfg)["reports"] / CUTS / f"{cut_name(cfg.quadrant, cut_at, cfg.seed)}.json"
     run_cell(cfg, out_file, "cut_sweep")
 
 

@@ -126,7 +126,7 @@ def main(argv: list[str]) -> None:
         tracking.log_artifact(run_id, out_dir / figure, "evaluation")
     model_uri = registry.log_model(run_id, module.net, images)
     decision = registry.register(registry.registered_name(cfg.tracking.experiment_name, quadrant), model_uri, run_id,
-                                 module.net, images, labels)
+                                 int(np.trace(matrix)), images, labels)  # the diagonal: correct predictions
     write_json(out_dir / "registry.json", decision)
     verdict = "now champion" if decision["promoted"] else (
         f"champion stays version {decision['champion_version']} "

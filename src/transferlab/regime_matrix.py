@@ -30,8 +30,8 @@ from transferlab.training_data import training_sets
 CELLS = "matrix/cells"  # under reports/
 
 
-def cell_name(quadrant: str, regime: str, seed: int, cut_at: str | None = None) -> str:
-    return "-".join([quadrant, regime, *([cut_at] if cut_at else []), f"s{seed}"])
+def cell_name(quadrant: str, regime: str, seed: int) -> str:
+    return f"{quadrant}-{regime}-s{seed}"
 
 
 def epochs_for(steps: int, n_train: int, batch_size: int) -> int:

@@ -21,7 +21,7 @@ from rich.table import Table
 from transferlab import tracking
 from transferlab.cli import run_stage
 from transferlab.config import QUADRANTS, ConfigError, load_config, paths, save_config
-from transferlab.cut_sweep import CUTS
+from transferlab.cut_sweep import CUTS, cut_name
 from transferlab.data import write_json
 from transferlab.regime_matrix import CELLS, cell_name
 
@@ -70,7 +70,7 @@ def collect_matrix(cfg: DictConfig, reports: Path) -> dict[str, dict[str, dict]]
 def collect_cut_sweep(cfg: DictConfig, reports: Path) -> dict[str, dict[str, dict]]:
     """{quadrant: {cut_at: stats of test acc over matrix.seeds}}, cuts in params order."""
     m = cfg.matrix
-    files = {(q, c, s): reports / CUTS / f"{q}-{c}-s{s}.json"
+    files = {(q, c, s): reports / CUTS / f"{cut_name(q, c, s)}.json"
              for q in m.cut_sweep.quadrants for c in m.cut_sweep.cut_at for s in m.seeds}
     acc = _read_runs(files, "dvc repro cut_sweep")
     return {q: {c: _stats([acc[q, c, s] for s in m.seeds]) for c in m.cut_sweep.cut_at} for q in m.cut_sweep.quadrants}
