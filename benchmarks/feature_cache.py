@@ -25,7 +25,7 @@ from rich.table import Table
 
 from transferlab.config import load_config
 from transferlab.data import ImageArrayDataset
-from transferlab.download import render_params
+from transferlab.synthetic import render_params
 from transferlab.finetune import build_module
 from transferlab.synthetic import make_split
 from transferlab.training import cached_training_sets, loaders
@@ -46,8 +46,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=6)
     args = parser.parse_args()
-    data_cfg = OmegaConf.load(REPO / "conf/data/builtin.yaml")
-    params = render_params(OmegaConf.create({"data": {"image_size": 32, "render": data_cfg.render}}))
+    data_cfg = OmegaConf.load(REPO / "conf/experiment/builtin.yaml")
+    params = render_params(OmegaConf.to_container(data_cfg.render), 32)
     classes = list(data_cfg.targets.small_similar.classes)
     x_val, y_val = make_split("shapes", classes, 50, [0, 1, 1], params)
     table = Table(title=f"frozen regimes: uncached vs cached features, {os.cpu_count()} CPUs")

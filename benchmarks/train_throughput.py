@@ -30,7 +30,7 @@ from rich.table import Table
 from torch.utils.data import DataLoader, TensorDataset
 
 from transferlab.data import ImageArrayDataset, to_tensor
-from transferlab.download import render_params
+from transferlab.synthetic import render_params
 from transferlab.synthetic import SHAPES, make_split
 from transferlab.training import Classifier
 
@@ -75,8 +75,8 @@ def main() -> None:
     parser.add_argument("--batch-scale", type=int, default=1, help="multiply both workloads' batch sizes")
     args = parser.parse_args()
 
-    cfg = OmegaConf.load(REPO / "conf/data/builtin.yaml")
-    params = render_params(OmegaConf.create({"data": {"image_size": 32, "render": cfg.render}}))
+    cfg = OmegaConf.load(REPO / "conf/experiment/builtin.yaml")
+    params = render_params(OmegaConf.to_container(cfg.render), 32)
     workloads = {
         "pretrain": (list(SHAPES[:8]), args.images // 8, 128 * args.batch_scale, 1.0),
         "finetune_all": (list(SHAPES[8:13]), 500, 64 * args.batch_scale, 0.1),

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from transferlab.augment import augmented_copies, build_pipeline
+from transferlab.augment import build_pipeline, write_training_rows
 from transferlab.config import ConfigError, load_config
 
 
@@ -17,14 +17,19 @@ def test_pipeline_is_the_configured_ordered_list(repo):
     assert names == [t._target_.rsplit(".", 1)[1] for t in cfg.augment.transforms]
 
 
-def test_seeded_copies_are_reproducible_and_augmented(repo):
+def test_seeded_copies_are_reproducible_and_augmented(repo, tmp_path):
     cfg = load_config("augment", [], root=repo)
-    x = images()
-    a = augmented_copies(x, build_pipeline(cfg.augment.transforms, seed=3), copies=2)
-    b = augmented_copies(x, build_pipeline(cfg.augment.transforms, seed=3), copies=2)
-    assert a.shape == (12, 32, 32, 3) and a.dtype == np.uint8
-    assert np.array_equal(a, b)
-    assert not np.array_equal(a[:6], x) and not np.array_equal(a[:6], a[6:])
+    x, y = images(), np.arange(6)
+
+    def written(name):
+        write_training_rows(tmp_path / name, x, y, build_pipeline(cfg.augment.transforms, seed=3), copies=2)
+        return np.load(tmp_path / name / "x_train.npy"), np.load(tmp_path / name / "y_train.npy")
+
+    (a, labels), (b, _) = written("a"), written("b")
+    assert a.shape == (18, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and np.array_equal(labels, np.tile(y, 3))
+    assert np.array_equal(a[:6], x), "the originals come first"
+    assert not np.array_equal(a[6:12], x) and not np.array_equal(a[6:12], a[12:])
 
 
 def test_bad_transform_is_one_clear_error():

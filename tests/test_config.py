@@ -60,7 +60,7 @@ def test_no_value_is_defined_both_in_params_and_in_conf(repo):
     (["quadrant=medium"], "unknown quadrant 'medium' (allowed: small_similar, small_different, large_similar, large_different)"),
     (["quadrant=small_similar", "regime=magic"], "unknown regime 'magic' (allowed: finetune_all, freeze_all, scratch, truncate_freeze)"),
     (["quadrant=small_similar", "model=vit"], "unknown model 'vit' (allowed: efficientnet_b0, mobilenet_v3_small, resnet18, resnet34, resnet50, small_cnn, small_resnet, small_vgg, vgg11_bn)"),
-    (["quadrant=small_similar", "data=imagenet"], "unknown data 'imagenet' (allowed: builtin)"),
+    (["quadrant=small_similar", "experiment=imagenet"], "unknown experiment 'imagenet' (allowed: builtin, cifar10_stl10_eurosat, mnist_svhn_fashion, my_folders)"),
     (["quadrant=small_similar", "quadrants.small_similar.lr=0"], "quadrants.small_similar.lr=0.0 is not allowed (must be a number > 0)"),
     (["quadrant=small_similar", "quadrants.small_similar.lr=-1e-3"], "lr=-0.001 is not allowed (must be a number > 0)"),
     (["quadrant=small_similar", "quadrants.small_similar.epochs=0"], "epochs=0 is not allowed (must be an integer >= 1)"),

@@ -84,8 +84,8 @@ def test_mlflow_holds_one_tagged_run_per_training_stage(project):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("transferlab")
-    assert experiment.artifact_location == (project / "mlartifacts" / "transferlab").as_uri()
+    experiment = client.get_experiment_by_name("transferlab-builtin")
+    assert experiment.artifact_location == (project / "mlartifacts" / "transferlab-builtin").as_uri()
     runs = client.search_runs([experiment.experiment_id])
     [parent] = [r for r in runs if r.data.tags["stage"] == "pipeline"]
     runs = [r for r in runs if r is not parent]
@@ -127,7 +127,7 @@ def test_mlflow_holds_one_tagged_run_per_training_stage(project):
             range(1, TINY_PARAMS[f"quadrants.{quadrant}.epochs"] + 1))
         per_class = (project / "reports/eval" / quadrant / "per_class.csv").read_text().splitlines()
         assert len(per_class) == 1 + 5 and sum(int(line.split(",")[-1]) for line in per_class[1:]) == 30
-        assert (project / "mlartifacts" / "transferlab" / run.info.run_id / "artifacts" / "config.yaml").is_file()
+        assert (project / "mlartifacts" / "transferlab-builtin" / run.info.run_id / "artifacts" / "config.yaml").is_file()
 
 
 def test_dvc_plots_render_learning_curves_and_the_regime_comparison(project):
@@ -155,11 +155,11 @@ def test_every_quadrant_model_is_registered_and_predicts_on_raw_images(project):
     for quadrant in QUADRANTS:
         decision = json.loads((project / "reports/eval" / quadrant / "registry.json").read_text())
         acc = json.loads((project / "reports/eval" / quadrant / "metrics.json").read_text())["acc"]
-        assert decision == {"registered_model": f"transferlab-{quadrant}", "version": 1, "promoted": True,
+        assert decision == {"registered_model": f"transferlab-builtin-{quadrant}", "version": 1, "promoted": True,
                             "champion_version": 1, "test_acc": pytest.approx(acc), "champion_acc_same_test_set": None}
-        champion = client.get_model_version_by_alias(f"transferlab-{quadrant}", "champion")
+        champion = client.get_model_version_by_alias(f"transferlab-builtin-{quadrant}", "champion")
         assert int(champion.version) == 1 and client.get_run(champion.run_id).data.tags["quadrant"] == quadrant
-    model = mlflow.pyfunc.load_model("models:/transferlab-small_similar@champion")
+    model = mlflow.pyfunc.load_model("models:/transferlab-builtin-small_similar@champion")
     images, labels = load_split(project / "data/raw/small_similar", "test")
     probabilities = np.asarray(model.predict(np.ascontiguousarray(images[:8])))
     assert probabilities.shape == (8, 5) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
@@ -210,7 +210,7 @@ def test_experiment_in_a_temporary_copy_keeps_its_mlflow_run_in_the_real_store(p
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "changes"], cwd=project,
                    check=True)
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("transferlab")
+    experiment = client.get_experiment_by_name("transferlab-builtin")
     before = {r.info.run_id for r in client.search_runs([experiment.experiment_id])}
     new_lr = OmegaConf.load(project / "params.yaml").quadrants.large_similar.lr * 2
     dvc(project, "exp", "run", "--temp", "-S", f"quadrants.large_similar.lr={new_lr}")

@@ -35,7 +35,7 @@ def test_sweep_runs_one_tracked_cell_per_job_in_its_own_folder(tmp_path):
     assert list(sweep_dir.glob(".submitit/*")), "the jobs did not go through submitit"
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("transferlab").experiment_id], "tags.stage = 'sweep'")
+    runs = client.search_runs([client.get_experiment_by_name("transferlab-builtin").experiment_id], "tags.stage = 'sweep'")
     assert sorted(r.data.tags["regime"] for r in runs) == ["freeze_all", "scratch"]
     assert all("test/acc" in r.data.metrics for r in runs)
 

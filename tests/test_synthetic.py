@@ -11,7 +11,7 @@ from transferlab.synthetic import SHAPES, TEXTURES, RenderParams, make_split, re
 
 from conftest import REPO
 
-RENDER = OmegaConf.to_container(OmegaConf.load(REPO / "conf/data/builtin.yaml").render)
+RENDER = OmegaConf.to_container(OmegaConf.load(REPO / "conf/experiment/builtin.yaml").render)
 P = RenderParams(image_size=32, **{k: tuple(v) if isinstance(v, list) else v for k, v in RENDER.items()})
 
 
@@ -46,20 +46,19 @@ def test_every_class_renders_varied_non_blank_images(family, classes):
         assert len({digest(img) for img in x}) == 8, f"{label} images repeat"
 
 
-def test_download_stage_is_deterministic_and_splits_do_not_depend_on_each_other(tmp_path):
+def test_download_stage_is_deterministic_and_splits_do_not_depend_on_each_other(tmp_path, monkeypatch):
     """Same seed -> byte-identical files; a bigger training split leaves val and test as they were."""
     from conftest import copy_project
-    from transferlab.config import load_config
-    from transferlab.download import generate, render_params, dataset_specs
+    from transferlab import download
 
     project = copy_project(tmp_path / "p")
-    sizes = ["data.source_train_per_class=3", "data.val_per_class=2", "data.test_per_class=2"]
+    monkeypatch.chdir(project)
+    sizes = ["data.source_train_per_class=3", "data.small_train_per_class=2", "data.large_train_per_class=2",
+             "data.val_per_class=2", "data.test_per_class=2"]
 
     def run(*extra):
-        cfg = load_config("download", [*sizes, *extra], root=project)
-        cfg.paths.raw = str(tmp_path / f"raw{len(list(tmp_path.iterdir()))}")
-        generate(cfg, "source", dataset_specs(cfg)["source"], render_params(cfg), root=project)
-        return {p.name: digest(np.load(p)) for p in (project / cfg.paths.raw / "source").glob("*.npy")}
+        download.main([*sizes, *extra])
+        return {p.name: digest(np.load(p)) for p in (project / "data/raw/source").glob("*.npy")}
 
     first, again, bigger = run(), run(), run("data.source_train_per_class=5")
     assert first == again

@@ -14,13 +14,15 @@ import shutil
 import albumentations as A
 import numpy as np
 from hydra.utils import instantiate
+from numpy.lib.format import open_memmap
 from omegaconf import OmegaConf
 
 from transferlab.cli import run_stage
 from transferlab.config import DATASETS, ConfigError, load_config, paths, save_config
-from transferlab.data import load_meta, load_split, save_split, write_json
+from transferlab.data import load_card, load_meta, load_split, write_json
 
 PIPELINE_FILE = "pipeline.yaml"
+CHUNK = 8192
 
 
 def build_pipeline(transforms, seed: int | None = None) -> A.Compose:
@@ -32,12 +34,21 @@ def build_pipeline(transforms, seed: int | None = None) -> A.Compose:
     return A.Compose(steps, seed=seed)
 
 
-def augmented_copies(images: np.ndarray, pipeline: A.Compose, copies: int) -> np.ndarray:
-    out = np.empty((copies, *images.shape), dtype=np.uint8)
-    for k in range(copies):
-        for i, image in enumerate(images):
-            out[k, i] = pipeline(image=np.asarray(image))["image"]
-    return out.reshape(-1, *images.shape[1:])
+def write_training_rows(folder, images: np.ndarray, labels: np.ndarray, pipeline: A.Compose, copies: int) -> None:
+    """x_train.npy: the originals, then ``copies`` augmented blocks of them, written through a
+    memory map one chunk at a time (a dataset larger than memory stays out of memory)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(labels)
+    out = open_memmap(folder / "x_train.npy", mode="w+", dtype=np.uint8, shape=(n * (copies + 1), *images.shape[1:]))
+    for start in range(0, n, CHUNK):
+        stop = min(start + CHUNK, n)
+        out[start:stop] = images[start:stop]
+    for k in range(1, copies + 1):
+        for i in range(n):
+            out[k * n + i] = pipeline(image=np.asarray(images[i]))["image"]
+    out.flush()
+    del out
+    np.save(folder / "y_train.npy", np.tile(np.asarray(labels, dtype=np.int64), copies + 1))
 
 
 def preview(images: np.ndarray, pipeline: A.Compose, path, rows: int = 8, views: int = 7) -> None:
@@ -72,12 +83,11 @@ def main(argv: list[str]) -> None:
     if out_root.exists():
         shutil.rmtree(out_root)
     for index, name in enumerate(DATASETS):
-        meta = load_meta(where["raw"] / name)
+        meta = load_card(where["raw"] / name)
         x, y = load_split(where["raw"] / name, "train")
         pipeline = build_pipeline(transforms, seed=None if cfg.seed is None else cfg.seed * 100 + index)
-        parts = [np.asarray(x)] + ([augmented_copies(x, pipeline, copies)] if copies else [])
         folder = out_root / name
-        save_split(folder, "train", np.concatenate(parts), np.tile(y, copies + 1))
+        write_training_rows(folder, x, y, pipeline, copies)
         (folder / PIPELINE_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create({"transforms": transforms})))
         write_json(folder / "meta.json", {"classes": meta["classes"], "copies": copies, "originals": int(len(y)),
                                           "on_the_fly": copies == 0 and len(transforms) > 0})

@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 QUADRANTS = ("small_similar", "small_different", "large_similar", "large_different")
 DATASETS = ("source", *QUADRANTS)
 # Groups chosen in params.yaml by `<group>.name`; `regime` is chosen per quadrant.
-GROUPS = ("data", "model", "augment", "trainer")
+GROUPS = ("experiment", "model", "augment", "trainer")
 STAGES = ("download", "augment", "pretrain", "finetune", "evaluate", "regime_matrix", "cut_sweep", "report")
 # Stages that train one quadrant (quadrant=<name> required); the matrix stages pick its regime too.
 QUADRANT_STAGES = ("finetune", "evaluate", "regime_matrix", "cut_sweep")
@@ -61,7 +61,7 @@ def options(root: Path, group: str) -> list[str]:
     return sorted(p.stem for p in (root / "conf" / group).glob("*.yaml"))
 
 
-def _check_option(root: Path, group: str, choice: Any) -> str:
+def check_option(root: Path, group: str, choice: Any) -> str:
     allowed = options(root, group)
     if choice not in allowed:
         raise ConfigError(f"unknown {group} {choice!r} (allowed: {', '.join(allowed)})")
@@ -137,10 +137,10 @@ def load_config(stage: str, argv: list[str] | None = None, root: Path | None = N
         params.quadrants[quadrant] = _matrix_entry(root, params, overrides)
     late = [(k, v) for k, v in overrides if k != "quadrant" and not _apply_to_params(params, k, v, quadrant)]
 
-    choices = {group: _check_option(root, group, OmegaConf.select(params, f"{group}.name")) for group in GROUPS}
+    choices = {group: check_option(root, group, OmegaConf.select(params, f"{group}.name")) for group in GROUPS}
     hydra_overrides = [f"{group}={choice}" for group, choice in choices.items()]
     if quadrant is not None:
-        regime = _check_option(root, "regime", OmegaConf.select(params, f"quadrants.{quadrant}.regime"))
+        regime = check_option(root, "regime", OmegaConf.select(params, f"quadrants.{quadrant}.regime"))
         hydra_overrides.append(f"+regime={regime}")
 
     cfg = _compose(root, stage, hydra_overrides)
@@ -199,7 +199,7 @@ def _matrix_entry(root: Path, params: DictConfig, overrides: list[tuple[str, Any
     regime = next((value for key, value in overrides if key == "regime"), None)
     if regime is None:
         raise ConfigError(f"matrix stages need regime=<name> (allowed: {', '.join(options(root, 'regime'))})")
-    _check_option(root, "regime", regime)
+    check_option(root, "regime", regime)
     lr = OmegaConf.select(params, f"matrix.lr.{regime}")
     if lr is None:
         raise ConfigError(f"matrix.lr.{regime} is missing in params.yaml (the matrix's learning rate for {regime})")
@@ -232,11 +232,14 @@ def _train_knobs(where: str, knobs: Any) -> DictConfig:
 def _validate(cfg: DictConfig) -> None:
     if cfg.seed is not None and (not isinstance(cfg.seed, int) or cfg.seed < 0):
         raise ConfigError(f"seed={cfg.seed!r} is not allowed (must be null or an integer >= 0)")
-    sizes = ("source_train_per_class", "small_train_per_class", "large_train_per_class", "val_per_class", "test_per_class")
-    for key in (*sizes, "image_size"):
+    for key in ("image_size", "small_train_per_class", "large_train_per_class"):
         value = cfg.data.get(key)
-        if value is not None and (not isinstance(value, int) or value < 1):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"data.{key}={value!r} is not allowed (must be an integer >= 1)")
+    for key in ("source_train_per_class", "val_per_class", "test_per_class"):  # null: all the source has
+        value = cfg.data.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"data.{key}={value!r} is not allowed (must be null or an integer >= 1)")
     copies = cfg.augment.get("copies")
     if not isinstance(copies, int) or copies < 0:
         raise ConfigError(f"augment.copies={copies!r} is not allowed (must be an integer >= 0)")

@@ -1,78 +1,225 @@
-"""Stage `download`: make the source and the four target datasets under data/raw/.
+"""Stage `download`: get the experiment's five datasets and prepare them under data/raw/.
 
-The built-in data is generated deterministically from `seed` (transferlab.synthetic);
-same seed -> byte-identical arrays. Each dataset gets train/val/test splits, uint8
-arrays and class names (data/raw/<dataset>/).
+The experiment (conf/experiment/<experiment.name>.yaml) names the source dataset and the
+four targets; each names a dataset of conf/dataset/ (built-in generated data, a
+torchvision dataset, an image folder or an archive; see transferlab.sources), the
+classes to use and the images per class. Order of work, so that bad input fails early:
+
+1. check the experiment and build every source (no I/O);
+2. fetch every dataset into data/downloads/<dataset>/ (a cache DVC does not own; offline,
+   a dataset that must be downloaded fails here with one line);
+3. prepare each into a staging folder (transferlab.prepare), which replaces data/raw
+   only when all five succeeded: a failed run leaves no half-written dataset.
+
+Output per dataset: data/raw/<name>/{x,y}_{train,val,test}.npy, card.json, skipped.csv.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
 
-from omegaconf import DictConfig, OmegaConf
+import numpy as np
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from transferlab import prepare
 from transferlab.cli import run_stage
-from transferlab.config import DATASETS, ConfigError, load_config, paths, save_config
-from transferlab.data import SPLITS, save_split, write_json
-from transferlab.synthetic import FAMILIES, RenderParams, make_split
+from transferlab.config import (DATASETS, QUADRANTS, ConfigError, check_option, load_config, paths, project_root,
+                                save_config)
+from transferlab.data import write_json
+from transferlab.sources import GeneratedSource
 
 SPLIT_SEED = {"train": 0, "val": 1, "test": 2}
 
 
-def render_params(cfg: DictConfig) -> RenderParams:
-    render = OmegaConf.to_container(cfg.data.render)
-    return RenderParams(image_size=cfg.data.image_size, **{k: tuple(v) if isinstance(v, list) else v
-                                                            for k, v in render.items()})
+@dataclass
+class DatasetUse:
+    """Schema of one dataset entry of an experiment (its source or a target)."""
+
+    dataset: str = MISSING                 # a file of conf/dataset/
+    classes: Optional[list[str]] = None    # null: every class of the dataset, in its order
+    size: Optional[str] = None             # targets: small | large (data.<size>_train_per_class)
+    train_per_class: Optional[int] = None  # overrides the size's count for this dataset
 
 
-def dataset_specs(cfg: DictConfig) -> dict[str, dict]:
-    """Per dataset: family, class names and images per class for each split."""
+@dataclass
+class Plan:
+    name: str                              # source, or the quadrant
+    use: DatasetUse
+    counts: dict[str, Optional[int]]       # images per class for train / val / test (None: all the rest)
+
+
+def _use(cfg: DictConfig, key: str) -> DatasetUse:
+    node = OmegaConf.select(cfg, f"experiment.{key}")
+    if node is None:
+        raise ConfigError(f"experiment {cfg.experiment.name} has no {key} (see conf/experiment/builtin.yaml)")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DatasetUse), node))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"experiment.{key}: {str(err).splitlines()[0]}") from None
+
+
+def plans(cfg: DictConfig) -> list[Plan]:
     data = cfg.data
-    specs = {"source": {"family": data.source.family, "classes": list(data.source.classes),
-                        "train": data.source_train_per_class}}
-    for quadrant in DATASETS[1:]:
-        target = data.targets[quadrant]
-        if target.size not in ("small", "large"):
-            raise ConfigError(f"data.targets.{quadrant}.size={target.size!r} is not allowed (allowed: small, large)")
-        specs[quadrant] = {"family": target.family, "classes": list(target.classes),
-                           "train": data[f"{target.size}_train_per_class"]}
-    for name, spec in specs.items():
-        if spec["family"] not in FAMILIES:
-            raise ConfigError(f"unknown family {spec['family']!r} for {name} (allowed: {', '.join(FAMILIES)})")
-        unknown = [c for c in spec["classes"] if c not in FAMILIES[spec["family"]]]
-        if unknown or len(spec["classes"]) < 2:
-            raise ConfigError(f"bad classes {unknown or spec['classes']} for {name} "
-                              f"(allowed: 2 or more of {', '.join(FAMILIES[spec['family']])})")
-        spec["val"], spec["test"] = data.val_per_class, data.test_per_class
-    return specs
+    held_out = {"val": data.val_per_class, "test": data.test_per_class}
+    source = _use(cfg, "source")
+    out = [Plan("source", source, {"train": source.train_per_class or data.source_train_per_class, **held_out})]
+    for quadrant in QUADRANTS:
+        use = _use(cfg, f"targets.{quadrant}")
+        if use.size not in ("small", "large"):
+            raise ConfigError(f"experiment.targets.{quadrant}.size={use.size!r} is not allowed (allowed: small, large)")
+        train = use.train_per_class or data[f"{use.size}_train_per_class"]
+        out.append(Plan(quadrant, use, {"train": train, **held_out}))
+    if data.on_bad_image not in prepare.BAD_IMAGE_POLICIES:
+        raise ConfigError(f"data.on_bad_image={data.on_bad_image!r} is not allowed "
+                          f"(allowed: {', '.join(prepare.BAD_IMAGE_POLICIES)})")
+    return out
 
 
-def generate(cfg: DictConfig, name: str, spec: dict, params: RenderParams, root=None) -> None:
-    folder = paths(cfg, root)["raw"] / name
-    counts = {}
-    for split in SPLITS:
-        seed_words = [cfg.seed or 0, DATASETS.index(name), SPLIT_SEED[split]]
-        x, y = make_split(spec["family"], spec["classes"], spec[split], seed_words, params)
-        save_split(folder, split, x, y)
-        counts[split] = int(len(y))
-    write_json(folder / "meta.json", {"name": name, "family": spec["family"], "classes": spec["classes"],
-                                      "counts": counts, "image_size": params.image_size, "source": "builtin"})
+def build_sources(cfg: DictConfig, root: Path, names: list[str]) -> dict:
+    """Instantiate each named conf/dataset file; its resolved config is kept in cfg.datasets."""
+    cfg.datasets = {}
+    for name in names:
+        check_option(root, "dataset", name)
+        cfg.datasets[name] = OmegaConf.load(root / "conf" / "dataset" / f"{name}.yaml")
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"conf/dataset: {str(err).splitlines()[0]}") from None
+    sources = {}
+    for name in names:
+        missing = OmegaConf.missing_keys(cfg.datasets[name])
+        if missing:
+            raise ConfigError(f"conf/dataset/{name}.yaml: {', '.join(sorted(missing))} not set (it is ???: edit the file)")
+        try:
+            sources[name] = instantiate(cfg.datasets[name], _convert_="all")
+        except InstantiationException as err:
+            cause = err.__cause__
+            if isinstance(cause, ConfigError):
+                raise ConfigError(f"dataset {name}: {cause}") from None
+            raise ConfigError(f"conf/dataset/{name}.yaml: {str(err).strip().splitlines()[0]}") from None
+    return sources
+
+
+def check_classes(plan: Plan, source) -> list[str]:
+    """The plan's classes, checked against the source's when it knows them before fetching."""
+    known = getattr(source, "classes", None)
+    chosen = plan.use.classes if plan.use.classes is not None else known
+    if chosen is not None and len(chosen) < 2:
+        raise ConfigError(f"experiment {plan.name}: {len(chosen)} class(es) {list(chosen)} (need 2 or more)")
+    if chosen is not None and len(set(chosen)) != len(chosen):
+        raise ConfigError(f"experiment {plan.name}: classes {list(chosen)} name a class twice")
+    if known is not None and chosen is not None:
+        unknown = [c for c in chosen if c not in known]
+        if unknown:
+            shown = ", ".join(known[:30]) + (f", ... ({len(known)} in all)" if len(known) > 30 else "")
+            raise ConfigError(f"experiment {plan.name}: unknown classes {unknown} for dataset {plan.use.dataset} "
+                              f"(allowed: {shown})")
+    return chosen
+
+
+def prepare_generated(cfg: DictConfig, plan: Plan, source: GeneratedSource, folder: Path) -> dict:
+    for split in prepare.SPLITS:
+        if plan.counts[split] is None:
+            raise ConfigError(f"{plan.name}: generated data needs a number of images per class for {split} (got null)")
+    classes = check_classes(plan, source)
+    folder.mkdir(parents=True)
+    for split in prepare.SPLITS:
+        seed_words = [cfg.seed or 0, DATASETS.index(plan.name), SPLIT_SEED[split]]
+        x, y = source.generate(classes, plan.counts[split], seed_words, cfg.data.image_size)
+        rows = np.arange(len(y))
+        prepare.write_arrays(folder, split, x, y, rows)
+    prepare.write_skipped(folder, [])
+    return {"classes": classes, "extra": {"skipped": 0, "ignored_files": 0}}
+
+
+def prepare_real(cfg: DictConfig, plan: Plan, source, folder: Path) -> dict:
+    """Decode, check, pick and write one dataset from a source with real images."""
+    where, policy, size = plan.name, cfg.data.on_bad_image, cfg.data.image_size
+    draws_from = {split: split if split in source.splits else "train" for split in prepare.SPLITS}
+    raws = {src: source.read(src) for src in dict.fromkeys(draws_from.values())}
+    all_classes = raws["train"].classes
+    for src, raw in raws.items():
+        if raw.classes != all_classes:
+            raise ConfigError(f"{where}: split {src} has classes {raw.classes[:10]}..., train has {all_classes[:10]}...")
+    source.classes = all_classes
+    classes = check_classes(plan, source)
+    class_map = np.full(len(all_classes), -1, dtype=np.int64)
+    class_map[[all_classes.index(c) for c in classes]] = np.arange(len(classes))
+
+    folder.mkdir(parents=True)
+    decoded = {}
+    for src, raw in raws.items():
+        chosen = np.flatnonzero(class_map[raw.labels] >= 0)
+        decoded[src] = prepare.decode_split(raw, src, chosen, class_map, size, folder / f".decoded-{src}.npy")
+    skipped = [(src, key, reason) for src, d in decoded.items() for key, reason in d.bad]
+    if skipped and policy == "fail":
+        raise prepare.bad_input_error(where, "image files that do not decode", [(k, r) for _, k, r in skipped])
+    leaks = prepare.leaked(decoded, draws_from)
+    if leaks and policy == "fail":
+        raise prepare.bad_input_error(where, "images that are also in another split (leakage)",
+                                      [(decoded[s].keys[i], f"same content as {other}") for s, i, other in leaks])
+    for src, i, other in leaks:
+        decoded[src].good[i] = False
+        skipped.append((src, decoded[src].keys[i], f"leakage: same content as {other}"))
+
+    for src, d in decoded.items():
+        wanted = {split: plan.counts[split] for split in prepare.SPLITS if draws_from[split] == src}
+        seed_words = [cfg.seed or 0, DATASETS.index(plan.name), SPLIT_SEED[src]]
+        rows = prepare.pick(d.labels, d.good, wanted, len(classes), seed_words, where, classes, src)
+        for split, picked in rows.items():
+            prepare.write_arrays(folder, split, d.images, d.labels, picked)
+        del d.images
+        (folder / f".decoded-{src}.npy").unlink()
+    prepare.write_skipped(folder, skipped)
+    ignored = sum(raw.ignored for raw in raws.values())
+    return {"classes": classes, "extra": {"skipped": len(skipped), "ignored_files": ignored,
+                                          "splits_drawn_from": draws_from}}
 
 
 def main(argv: list[str]) -> None:
     cfg = load_config("download", argv)
-    if cfg.data.kind != "builtin":
-        raise ConfigError(f"data kind {cfg.data.kind!r} is not supported yet (allowed: builtin)")
-    specs = dataset_specs(cfg)
-    params = render_params(cfg)
-    raw = paths(cfg)["raw"]
+    root = project_root()
+    todo = plans(cfg)
+    sources = build_sources(cfg, root, list(dict.fromkeys(plan.use.dataset for plan in todo)))
+    for plan in todo:
+        if isinstance(sources[plan.use.dataset], GeneratedSource) or plan.use.classes is not None:
+            check_classes(plan, sources[plan.use.dataset])
+    where = paths(cfg)
+    # Under `dvc exp run --queue` the stage runs in a temporary copy: keep the download cache in the real repository.
+    downloads = Path(os.environ.get("DVC_ROOT", root)) / cfg.paths.downloads
+    for name, source in sources.items():
+        source.fetch(downloads / name)
+
+    raw = where["raw"]
+    staging = raw.with_name(raw.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for plan in todo:
+            source = sources[plan.use.dataset]
+            folder = staging / plan.name
+            make = prepare_generated if isinstance(source, GeneratedSource) else prepare_real
+            made = make(cfg, plan, source, folder)
+            info = prepare.card(folder, plan.name, made["classes"], {"dataset": plan.use.dataset, **source.describe()},
+                                cfg.data.image_size, {"seed": cfg.seed, "on_bad_image": cfg.data.on_bad_image,
+                                                      **made["extra"]})
+            write_json(folder / "card.json", info)
+            counts = "/".join(str(info["counts"][s]) for s in prepare.SPLITS)
+            print(f"{plan.name}: {plan.use.dataset}, {len(made['classes'])} classes, train/val/test images = {counts}"
+                  + (f", {info['skipped']} skipped (see {raw / plan.name / 'skipped.csv'})" if info["skipped"] else ""))
+        save_config(cfg, staging / "config.yaml")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if raw.exists():
         shutil.rmtree(raw)
-    for name, spec in specs.items():
-        generate(cfg, name, spec, params)
-        print(f"{name}: {len(spec['classes'])} classes, per class train/val/test = "
-              f"{spec['train']}/{spec['val']}/{spec['test']}")
-    save_config(cfg, raw / "config.yaml")
+    staging.replace(raw)
 
 
 if __name__ == "__main__":

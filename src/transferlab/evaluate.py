@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassCalibrationError, MulticlassCo
 from transferlab import registry, tracking
 from transferlab.cli import run_stage
 from transferlab.config import ConfigError, load_config, paths, save_config
-from transferlab.data import ImageArrayDataset, load_meta, load_split, write_json
+from transferlab.data import ImageArrayDataset, load_card, load_split, write_json
 from transferlab.training import CHECKPOINT_NAME, HISTORY_FILE, Classifier, classification_metrics
 
 
@@ -108,7 +108,7 @@ def main(argv: list[str]) -> None:
     if cfg.evaluate.batch_size < 1:
         raise ConfigError(f"evaluate.batch_size={cfg.evaluate.batch_size} is not allowed (must be an integer >= 1)")
     module = Classifier.load_from_checkpoint(checkpoint, map_location="cpu")
-    classes = load_meta(where["raw"] / quadrant)["classes"]
+    classes = load_card(where["raw"] / quadrant)["classes"]
     images, labels = load_split(where["raw"] / quadrant, "test")
     results, matrix = evaluate(module, images, labels, cfg.evaluate.batch_size)
     regime = cfg.regime.name

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.cli import run_stage
 from transferlab.config import ConfigError, load_config, paths, save_config
-from transferlab.data import load_meta
+from transferlab.data import load_card
 from transferlab.pretrain import BACKBONE_FILE
 from transferlab.training import Classifier, cached_training_sets, fit, loaders, seed_everything
 from transferlab.tracking import launched_as_global_zero
@@ -56,7 +56,7 @@ def build_module(cfg: DictConfig, num_classes: int) -> Classifier:
 def prepare(cfg: DictConfig, quadrant: str, train_set, val_set) -> tuple[Classifier, object, object]:
     """The module for one quadrant's regime (pretrained backbone loaded) and its training data,
     with the frozen part's features cached when the regime asks for it and the data allows it."""
-    classes = load_meta(paths(cfg)["raw"] / quadrant)["classes"]
+    classes = load_card(paths(cfg)["raw"] / quadrant)["classes"]
     seed_everything(cfg.seed)  # before building: the new head's initialisation is reproducible
     module = build_module(cfg, len(classes))  # validates cut_at
     state = pretrained_state(cfg)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.cli import run_stage
 from transferlab.config import ConfigError, load_config, paths, save_config
-from transferlab.data import load_meta, write_json
+from transferlab.data import load_card, write_json
 from transferlab.models import TORCHVISION_ARCHS, imagenet_weights
 from transferlab.training import Classifier, build_backbone, fit, loaders, seed_everything
 from transferlab.tracking import launched_as_global_zero
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> None:
         imagenet_backbone(cfg, out_dir)
         save_config(cfg, out_dir / "config.yaml")
         return
-    classes = load_meta(where["raw"] / "source")["classes"]
+    classes = load_card(where["raw"] / "source")["classes"]
     seed_everything(cfg.seed)
     module = build_module(cfg, len(classes))
     train_set, val_set = training_sets(cfg, "source")

@@ -34,7 +34,7 @@ FAMILIES = {"shapes": SHAPES, "textures": TEXTURES}
 class RenderParams:
     """Difficulty knobs; ranges are (low, high) sampled uniformly per image.
 
-    The values live in conf/data/<name>.yaml (`render`) and params.yaml (`image_size`).
+    The values live in conf/experiment/builtin.yaml (`render`) and params.yaml (`image_size`).
     """
 
     image_size: int
@@ -46,6 +46,11 @@ class RenderParams:
     noise_std: tuple[float, float]
     contrast: tuple[float, float]
     texture_frequency: tuple[float, float]
+
+
+def render_params(render: dict, image_size: int) -> RenderParams:
+    """RenderParams from a config's `render` block (lists become tuples)."""
+    return RenderParams(image_size=image_size, **{k: tuple(v) if isinstance(v, list) else v for k, v in render.items()})
 
 
 def _polar(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

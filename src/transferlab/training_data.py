@@ -15,7 +15,7 @@ def training_sets(cfg: DictConfig, dataset: str, train_per_class: int | None = N
     where = paths(cfg)
     augmented = where["augmented"] / dataset
     meta = load_meta(augmented)
-    x, y = load_split(augmented, "train")
+    x, y = load_split(augmented, "train", random_access=True)
     if train_per_class is not None:
         originals = meta["originals"]
         keep = first_per_class(y[:originals], train_per_class)
