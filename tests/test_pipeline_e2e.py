@@ -24,9 +24,9 @@ ALL_STAGES = {"download", "augment", "pretrain", "report", *(f"finetune@{q}" for
               *(f"evaluate@{q}" for q in QUADRANTS)}
 
 
-def dvc(project: Path, *args: str) -> str:
-    done = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=project_env(),
-                          capture_output=True, text=True)
+def dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project,
+                          env={**project_env(), **(env or {})}, capture_output=True, text=True)
     assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout + done.stderr
 
@@ -102,6 +102,23 @@ def test_mlflow_holds_one_tagged_run_per_training_stage(project):
         tags = run.data.tags
         assert tags["mlflow.source.git.commit"] == head and tags["git_dirty"] == "false"
         assert tags["seed"] == "0" and tags["device"].startswith("cpu") and tags["version.torch"] == "2.14.1"
+    # Data checksums (from the dataset cards) and the dvc.lock hashes of each run's stage inputs.
+    import hashlib
+
+    import yaml
+
+    from transferlab.tracking import inputs_md5
+
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    for (stage, dataset), run in by_stage.items():
+        card = json.loads((project / "data/raw" / dataset / "card.json").read_text())
+        assert run.data.tags["data.sha256"] == hashlib.sha256(json.dumps(card["sha256"], sort_keys=True).encode()).hexdigest()
+        assert run.data.tags["data.name"] == dataset and run.data.tags["data.dataset"] in ("shapes", "textures")
+        stages = ["pretrain"] if stage == "pretrain" else [f"finetune@{dataset}", f"evaluate@{dataset}"]
+        for name in stages:
+            assert run.data.tags[f"dvc.inputs_md5.{name.split('@')[0]}"] == inputs_md5(lock[name])
+    assert by_stage[("finetune", "small_similar")].data.tags["data.sha256"] != \
+        by_stage[("finetune", "large_similar")].data.tags["data.sha256"]
     packages = client.download_artifacts(runs[0].info.run_id, "environment/packages.txt", str(project / ".dvc/tmp"))
     assert "torch==2.14.1" in Path(packages).read_text()
     metric_names = None
@@ -156,7 +173,8 @@ def test_every_quadrant_model_is_registered_and_predicts_on_raw_images(project):
         decision = json.loads((project / "reports/eval" / quadrant / "registry.json").read_text())
         acc = json.loads((project / "reports/eval" / quadrant / "metrics.json").read_text())["acc"]
         assert decision == {"registered_model": f"transferlab-builtin-{quadrant}", "version": 1, "promoted": True,
-                            "champion_version": 1, "test_acc": pytest.approx(acc), "champion_acc_same_test_set": None}
+                            "champion_version": 1, "test_acc": pytest.approx(acc), "margin": 0.0,
+                            "champion_acc_same_test_set": None}
         champion = client.get_model_version_by_alias(f"transferlab-builtin-{quadrant}", "champion")
         assert int(champion.version) == 1 and client.get_run(champion.run_id).data.tags["quadrant"] == quadrant
     model = mlflow.pyfunc.load_model("models:/transferlab-builtin-small_similar@champion")
@@ -229,6 +247,72 @@ def test_experiment_in_a_temporary_copy_keeps_its_mlflow_run_in_the_real_store(p
     assert not list((project / ".dvc" / "tmp" / "exps").glob("**/mlflow.db")), "no store inside the temporary copy"
 
 
+def _exp_records(node) -> list[dict]:
+    """Every record of `dvc exp show --json` that has params and metrics (workspace, baseline, experiments)."""
+    found = []
+    if isinstance(node, dict):
+        data = node.get("data")
+        if isinstance(data, dict) and "params" in data and "metrics" in data:
+            found.append(node)
+        for value in node.values():
+            found.extend(_exp_records(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_exp_records(value))
+    return found
+
+
+def test_queued_sweep_runs_two_pipelines_at_once_into_one_sqlite_store(project):
+    """`dvc exp run --queue -S 'a=x,y'` then `dvc queue start -j 2`: two pipelines in temporary copies,
+    at the same time, writing to the real repository's sqlite store; nothing lost, both in `dvc exp show`."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("transferlab-builtin")
+    before = {r.info.run_id for r in client.search_runs([experiment.experiment_id])}
+    base = OmegaConf.load(project / "params.yaml").quadrants.large_similar.lr
+    lrs = [base * 3, base * 5]
+    dvc(project, "exp", "run", "--queue", "-S", f"quadrants.large_similar.lr={lrs[0]},{lrs[1]}")
+    dvc(project, "queue", "start", "-j", "2")
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = dvc(project, "queue", "status")
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(5)
+    assert status.count("Success") >= 2 and "Failed" not in status, status
+
+    new = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id not in before]
+    parents = [r for r in new if r.data.tags["stage"] == "pipeline"]
+    children = [r for r in new if r.data.tags["stage"] != "pipeline"]
+    assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
+    assert max(p.info.start_time for p in parents) < min(p.info.end_time for p in parents), "ran at the same time"
+    assert sorted(float(c.data.params["train.lr"]) for c in children) == sorted(lrs)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {p.info.run_id for p in parents}
+
+    records = _exp_records(json.loads(dvc(project, "exp", "show", "--json").strip().splitlines()[-1]))
+    by_lr = {}
+    for record in records:
+        params = record["data"]["params"]["params.yaml"]["data"]
+        metrics = record["data"]["metrics"].get("reports/metrics.json", {}).get("data", {})
+        by_lr[params["quadrants"]["large_similar"]["lr"]] = metrics
+    for child in children:
+        lr = float(child.data.params["train.lr"])
+        shown = by_lr[lr]["large_similar"]  # the experiment, as `dvc exp show` lists it
+        for name in ("acc", "macro_f1", "loss", "ece"):
+            assert child.data.metrics[f"test/{name}"] == pytest.approx(shown[name], abs=5.1e-5), name  # report rounds to 4 places
+        history = client.get_metric_history(child.info.run_id, "val/acc")
+        assert len(history) == TINY_PARAMS["quadrants.large_similar.epochs"], "no metric lost"
+        from urllib.parse import urlparse
+
+        artifacts = Path(urlparse(child.info.artifact_uri).path)
+        assert (artifacts / "checkpoints" / "model.ckpt").is_file(), "artifacts must survive DVC's temporary copy"
+        [version] = client.search_model_versions(f"run_id = '{child.info.run_id}'")  # evaluate registered it
+        assert version.name == "transferlab-builtin-large_similar"
+
+
 def test_matrix_switch_runs_every_regime_on_every_quadrant_and_the_cut_sweep(project):
     """matrix.seeds is the one switch: on, DVC generates the cells and the report adds the matrix; off, it goes."""
     from mlflow.tracking import MlflowClient
@@ -271,3 +355,94 @@ def test_matrix_switch_runs_every_regime_on_every_quadrant_and_the_cut_sweep(pro
     assert not (project / "reports/figures/regime_matrix.png").exists(), "a stale matrix figure survived"
     assert "matrix" not in json.loads((project / "reports/metrics.json").read_text())
     assert "Every regime" not in (project / "reports/summary.md").read_text()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on loopback (sqlite backend, proxied artifacts), polled until /health answers."""
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
+         str(tmp_path / "server-artifacts"), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=project_env(), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        assert server.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+        time.sleep(1)
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+    log.close()
+
+
+def _rest(url: str, endpoint: str, payload: dict | None = None) -> dict:
+    import urllib.request
+
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(f"{url}{endpoint}", data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        body = answer.read()
+    return json.loads(body) if endpoint.startswith("/api/") else {"bytes": body}
+
+
+def test_a_real_mlflow_server_gets_the_whole_pipeline_over_rest(project, mlflow_server):
+    """The pipeline against `mlflow server` (MLFLOW_TRACKING_URI), checked only through the server's REST API."""
+    from urllib.parse import quote
+
+    url = mlflow_server
+    dvc(project, "exp", "run", "--temp", "-f", env={"MLFLOW_TRACKING_URI": url})
+    experiment = _rest(url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=transferlab-builtin")["experiment"]
+    runs = _rest(url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                                       "max_results": 1000})["runs"]
+
+    def tags(run):
+        return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+    [parent] = [r for r in runs if tags(r)["stage"] == "pipeline"]
+    children = [r for r in runs if r is not parent]
+    parent_id = parent["info"]["run_id"]
+    assert parent["info"]["status"] == "FINISHED"
+    assert sorted((tags(r)["stage"], tags(r)["quadrant"]) for r in children) == sorted(
+        [("pretrain", "source"), *(("finetune", q) for q in QUADRANTS)])
+    report = _rest(url, f"/api/2.0/mlflow/artifacts/list?run_id={parent_id}&path=report")
+    assert {"report/summary.md", "report/metrics.json", "report/comparison.png"} <= {f["path"] for f in report["files"]}
+    params_yaml = OmegaConf.load(project / "params.yaml")
+    for run in children:
+        run_tags, run_id = tags(run), run["info"]["run_id"]
+        assert run_tags["mlflow.parentRunId"] == parent_id and run["info"]["status"] == "FINISHED"
+        assert run_tags["seed"] == "0" and run_tags["git_dirty"] in ("true", "false") and "data.sha256" in run_tags
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        config = _rest(url, f"/get-artifact?path=config.yaml&run_uuid={run_id}")["bytes"].decode()
+        if run_tags["stage"] == "pretrain":
+            assert float(params["train.lr"]) == params_yaml.pretrain.lr and "val/acc" in metrics
+            continue
+        quadrant = run_tags["quadrant"]
+        assert run_tags["regime"] == params_yaml.quadrants[quadrant].regime == params["regime.name"]
+        assert float(params["train.lr"]) == params_yaml.quadrants[quadrant].lr
+        assert f"quadrant: {quadrant}" in config
+        assert {"train/loss", "val/acc", "test/acc", "test/macro_f1", "test/nll", "test/ece"} <= set(metrics)
+        evaluation = _rest(url, f"/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=evaluation")
+        assert {"evaluation/confusion.png", "evaluation/per_class.csv"} <= {f["path"] for f in evaluation["files"]}
+        name = quote(f"transferlab-builtin-{quadrant}")
+        assert _rest(url, f"/api/2.0/mlflow/registered-models/get?name={name}")["registered_model"]["name"] == \
+            f"transferlab-builtin-{quadrant}"
+        champion = _rest(url, f"/api/2.0/mlflow/registered-models/alias?name={name}&alias=champion")["model_version"]
+        assert champion["version"] == "1" and champion["run_id"] == run_id

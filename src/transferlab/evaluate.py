@@ -107,6 +107,10 @@ def main(argv: list[str]) -> None:
         raise ConfigError(f"checkpoint {checkpoint} not found: run `dvc repro finetune@{quadrant}` first")
     if cfg.evaluate.batch_size < 1:
         raise ConfigError(f"evaluate.batch_size={cfg.evaluate.batch_size} is not allowed (must be an integer >= 1)")
+    margin = cfg.evaluate.promote_margin
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 0 <= margin < 1:
+        raise ConfigError(f"evaluate.promote_margin={margin!r} is not allowed (must be a number in [0, 1): "
+                          f"test accuracy the challenger must gain over the champion)")
     module = Classifier.load_from_checkpoint(checkpoint, map_location="cpu")
     classes = load_card(where["raw"] / quadrant)["classes"]
     images, labels = load_split(where["raw"] / quadrant, "test")
@@ -124,13 +128,14 @@ def main(argv: list[str]) -> None:
     tracking.log_metrics(run_id, {f"test/{name}": value for name, value in results.items()})
     for figure in ("confusion.png", "per_class.csv", "learning_curves.png"):
         tracking.log_artifact(run_id, out_dir / figure, "evaluation")
-    model_uri = registry.log_model(run_id, module.net, images)
-    decision = registry.register(registry.registered_name(cfg.tracking.experiment_name, quadrant), model_uri, run_id,
-                                 int(np.trace(matrix)), images, labels)  # the diagonal: correct predictions
+    model = registry.log_model(run_id, module.net, images)
+    decision = registry.register(registry.registered_name(cfg.tracking.experiment_name, quadrant), model, run_id,
+                                 int(np.trace(matrix)), images, labels,  # the diagonal: correct predictions
+                                 margin=float(margin))
     write_json(out_dir / "registry.json", decision)
     verdict = "now champion" if decision["promoted"] else (
         f"champion stays version {decision['champion_version']} "
-        f"(test acc {decision['champion_acc_same_test_set']:.4f} on this test set)")
+        f"(test acc {decision['champion_acc_same_test_set']:.4f} on this test set; margin {margin})")
     print(f"registered {decision['registered_model']} version {decision['version']}: {verdict}")
     print(f"{quadrant} ({regime}): " + "  ".join(f"test/{k}={v:.4f}" for k, v in results.items()))
 

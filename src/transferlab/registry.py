@@ -36,14 +36,15 @@ def registered_name(experiment: str, quadrant: str) -> str:
     return f"{experiment}-{quadrant}"
 
 
-def log_model(run_id: str, net: nn.Module, example: np.ndarray) -> str:
-    """Log the deployable model into ``run_id`` (artifact ``model``); returns its model URI."""
+def log_model(run_id: str, net: nn.Module, example: np.ndarray) -> tuple[str, str]:
+    """Log the deployable model into ``run_id`` (a logged model named ``model``); returns its
+    model URI and model id (a tracking server needs the id to register the URI)."""
     import mlflow
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
     model = DeployableClassifier(net)
-    example = np.ascontiguousarray(example[:4])
+    example = np.array(example[:4], dtype=np.uint8, copy=True)  # a writable copy (test arrays are memory-mapped)
     with torch.inference_mode():
         output = model(torch.from_numpy(example)).numpy()
     mlflow.set_tracking_uri(tracking.tracking_uri())
@@ -53,7 +54,7 @@ def log_model(run_id: str, net: nn.Module, example: np.ndarray) -> str:
         info = tracking.with_retry(lambda: mlflow.pytorch.log_model(
             model, name="model", signature=infer_signature(example, output), input_example=example,
             pip_requirements=requirements, serialization_format="pickle"))
-    return info.model_uri
+    return info.model_uri, info.model_id
 
 
 def correct_predictions(probabilities: np.ndarray, labels: np.ndarray) -> int:
@@ -74,9 +75,11 @@ def champion_score(name: str, images: np.ndarray, labels: np.ndarray) -> tuple[s
     return version.version, correct_predictions(model.predict(np.ascontiguousarray(images)), labels)
 
 
-def register(name: str, model_uri: str, run_id: str, correct: int, images: np.ndarray, labels: np.ndarray) -> dict:
+def register(name: str, model: tuple[str, str], run_id: str, correct: int, images: np.ndarray, labels: np.ndarray,
+             margin: float = 0.0) -> dict:
     """Register the model as a new version; move `champion` to it only if its ``correct`` test
-    predictions outnumber the current champion's, re-scored on the same test images.
+    predictions outnumber the current champion's, re-scored on the same test images, by more
+    than ``margin`` x the number of test images (``margin`` is in accuracy points: 0.01 = 1%).
     Returns what happened."""
     client = tracking.client()
     current = champion_score(name, images, labels)  # before the new version exists
@@ -85,12 +88,14 @@ def register(name: str, model_uri: str, run_id: str, correct: int, images: np.nd
     except Exception as err:  # already registered
         if "already exists" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
             raise
-    version = tracking.with_retry(lambda: client.create_model_version(name, model_uri, run_id=run_id))
+    model_uri, model_id = model
+    version = tracking.with_retry(lambda: client.create_model_version(name, model_uri, run_id=run_id,
+                                                                      model_id=model_id))
     client.set_model_version_tag(name, version.version, "test_acc", f"{correct / len(labels):.6f}")
-    promoted = current is None or correct > current[1]
+    promoted = current is None or correct > current[1] + margin * len(labels)
     if promoted:
         tracking.with_retry(lambda: client.set_registered_model_alias(name, CHAMPION, version.version))
     return {"registered_model": name, "version": int(version.version), "promoted": promoted,
             "champion_version": int(version.version) if promoted else int(current[0]),
-            "test_acc": correct / len(labels),
+            "test_acc": correct / len(labels), "margin": margin,
             "champion_acc_same_test_set": None if current is None else current[1] / len(labels)}

@@ -5,7 +5,10 @@ same parent run, although each stage is a separate process: the parent is found 
 identity of the DVC process they all descend from (tag ``pipeline_key``), and created by the
 first stage that needs it. ``report`` logs the summary to it and marks it finished. Runs carry
 provenance tags: git commit (``mlflow.source.git.commit``) and ``git_dirty``, ``seed``,
-``device``, library versions; the full package list is an artifact.
+``device``, library versions, the checksum of the prepared data (``data.sha256``, from the
+dataset card); the full package list is an artifact. When the pipeline finishes, ``report``
+tags every child run with the md5 of its DVC stages' inputs as recorded in dvc.lock
+(``dvc.inputs_md5.<stage>``; dvc.lock is written after each stage, so only then are they known).
 
 Default store: ``sqlite:///<root>/mlflow.db`` with artifacts in ``<root>/mlartifacts/<experiment>``;
 ``MLFLOW_TRACKING_URI`` overrides it. ``<root>`` is ``DVC_ROOT`` when DVC runs the stage
@@ -14,6 +17,7 @@ Default store: ``sqlite:///<root>/mlflow.db`` with artifacts in ``<root>/mlartif
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -25,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from transferlab.config import flatten, project_root
+from transferlab.config import flatten, paths, project_root
 
 T = TypeVar("T")
 
@@ -175,6 +179,55 @@ def parent_run_id(mlflow_client, experiment: str, seed: Any) -> str | None:
     return run.info.run_id
 
 
+def data_tags(cfg) -> dict[str, str]:
+    """The prepared dataset a stage trains on: its name, source and a checksum of its arrays
+    (sha256 over the card's per-file sha256s)."""
+    dataset = cfg.get("quadrant") or "source"
+    card_path = paths(cfg)["raw"] / dataset / "card.json"
+    if not card_path.is_file():
+        return {}
+    card = json.loads(card_path.read_text())
+    digest = hashlib.sha256(json.dumps(card["sha256"], sort_keys=True).encode()).hexdigest()
+    return {"data.name": dataset, "data.dataset": str(card["source"].get("dataset", "")), "data.sha256": digest}
+
+
+def dvc_stages(tags: dict[str, str]) -> list[str]:
+    """The DVC stage names that logged into a run with these tags (evaluate logs into finetune's run)."""
+    stage, quadrant = tags.get("stage"), tags.get("quadrant")
+    if stage == "pretrain":
+        return ["pretrain"]
+    if stage == "finetune":
+        return [f"finetune@{quadrant}", f"evaluate@{quadrant}"]
+    if stage == "regime_matrix":
+        return [f"regime_matrix@{quadrant}-{tags.get('regime')}-{tags.get('seed')}"]
+    if stage == "cut_sweep":
+        return [f"cut_sweep@{quadrant}-{tags.get('cut_at')}-{tags.get('seed')}"]
+    return []
+
+
+def inputs_md5(entry: dict) -> str:
+    """md5 of a dvc.lock stage entry's inputs: its command, dependencies (with their hashes) and params."""
+    inputs = {key: entry.get(key) for key in ("cmd", "deps", "params")}
+    return hashlib.md5(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def tag_dvc_inputs(mlflow_client, parent: str) -> None:
+    """Tag the parent's child runs with the dvc.lock input hashes of the stages that made them."""
+    import yaml
+
+    lock_file = project_root() / "dvc.lock"
+    if not lock_file.is_file():
+        return
+    lock = yaml.safe_load(lock_file.read_text()).get("stages", {})
+    experiment = with_retry(lambda: mlflow_client.get_run(parent)).info.experiment_id
+    children = with_retry(lambda: mlflow_client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'"))
+    for run in children:
+        for stage in dvc_stages(run.data.tags):
+            if stage in lock:
+                key = f"dvc.inputs_md5.{stage.split('@')[0]}"
+                with_retry(lambda: mlflow_client.set_tag(run.info.run_id, key, inputs_md5(lock[stage])))
+
+
 def start_run(cfg, run_name: str, tags: dict[str, str]) -> str:
     """Create the stage's run (nested under the pipeline's parent run when there is one) with its
     tags, provenance, the flattened resolved config as params and the package list."""
@@ -183,7 +236,8 @@ def start_run(cfg, run_name: str, tags: dict[str, str]) -> str:
     mlflow_client = client()
     experiment = cfg.tracking.experiment_name
     parent = parent_run_id(mlflow_client, experiment, cfg.get("seed"))
-    all_tags = {**provenance_tags(cfg.get("seed")), **tags, **({"mlflow.parentRunId": parent} if parent else {})}
+    all_tags = {**provenance_tags(cfg.get("seed")), **data_tags(cfg), **tags,
+                **({"mlflow.parentRunId": parent} if parent else {})}
     run = with_retry(lambda: mlflow_client.create_run(experiment_id(mlflow_client, experiment), run_name=run_name,
                                                       tags=all_tags))
     params = [Param(key, str(value)) for key, value in sorted(flatten(cfg).items())]
@@ -204,6 +258,7 @@ def finish_pipeline(experiment: str, seed: Any, files: list[Path]) -> str | None
         return None
     for path in files:
         log_artifact(parent, path, "report")
+    tag_dvc_inputs(mlflow_client, parent)
     with_retry(lambda: mlflow_client.set_terminated(parent, "FINISHED"))
     return parent
 
