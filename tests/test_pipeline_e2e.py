@@ -6,6 +6,7 @@ fine-tuning value, a file under conf/ or a shared knob changes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -197,6 +198,13 @@ def test_same_seed_reproduces_the_same_test_metrics(project):
     decision = json.loads((project / "reports/eval/large_different/registry.json").read_text())
     assert (decision["version"], decision["promoted"], decision["champion_version"]) == (2, False, 1)
     assert decision["champion_acc_same_test_set"] == pytest.approx(after["acc"], abs=1e-6)
+    # `report` did not run (DVC was asked for one stage), yet no pipeline run is left RUNNING.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("transferlab-builtin")
+    parents = client.search_runs([experiment.experiment_id], "tags.stage = 'pipeline'")
+    assert len(parents) >= 2 and {p.info.status for p in parents} == {"FINISHED"}
 
 
 def test_one_finetuning_value_reruns_only_its_quadrant_downstream(project):
@@ -357,39 +365,52 @@ def test_matrix_switch_runs_every_regime_on_every_quadrant_and_the_cut_sweep(pro
     assert "Every regime" not in (project / "reports/summary.md").read_text()
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real `mlflow server` on loopback (sqlite backend, proxied artifacts), polled until /health answers."""
-    import os
-    import signal
+def _free_port() -> int:
     import socket
-    import time
-    import urllib.request
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
-         str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=project_env(), start_new_session=True)
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _serving(cmd: list[str], cwd: Path, port: int, log_path: Path):
+    """Run an MLflow server command, poll /health until it answers (~20 s here), stop it afterwards."""
+    import os
+    import signal
+    import time
+    import urllib.request
+
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while True:
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=project_env(),
+                                  start_new_session=True)
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            pass
-        assert server.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()[-3000:]
-        time.sleep(1)
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
-    log.close()
+            deadline = time.time() + 180
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                        if answer.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert server.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
+                time.sleep(1)
+            yield url
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on loopback (sqlite backend, proxied artifacts)."""
+    port = _free_port()
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
+           str(tmp_path / "server-artifacts"), "--workers", "1"]
+    with _serving(cmd, tmp_path, port, tmp_path / "server.log") as url:
+        yield url
 
 
 def _rest(url: str, endpoint: str, payload: dict | None = None) -> dict:
@@ -446,3 +467,16 @@ def test_a_real_mlflow_server_gets_the_whole_pipeline_over_rest(project, mlflow_
             f"transferlab-builtin-{quadrant}"
         champion = _rest(url, f"/api/2.0/mlflow/registered-models/alias?name={name}&alias=champion")["model_version"]
         assert champion["version"] == "1" and champion["run_id"] == run_id
+
+
+def test_make_ui_serves_the_projects_store_on_loopback(project, tmp_path):
+    """`make ui` (the install step taken as done: -o) shows the pipeline's experiment and its runs."""
+    port = _free_port()
+    with _serving(["make", "-o", ".venv/.installed", "ui", f"MLFLOW_PORT={port}"], project, port,
+                  tmp_path / "ui.log") as url:
+        assert url.startswith("http://127.0.0.1:")
+        experiment = _rest(url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=transferlab-builtin")
+        runs = _rest(url, "/api/2.0/mlflow/runs/search",
+                     {"experiment_ids": [experiment["experiment"]["experiment_id"]], "max_results": 1000})["runs"]
+        stages = {t["value"] for r in runs for t in r["data"]["tags"] if t["key"] == "stage"}
+        assert {"pipeline", "pretrain", "finetune"} <= stages

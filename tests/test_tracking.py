@@ -42,3 +42,25 @@ def test_retry_on_locked_database_then_gives_up_on_other_errors():
         assert str(err) == "other"
     else:
         raise AssertionError("other errors must not be retried")
+
+
+def test_credentials_in_the_environment_never_reach_mlflow(repo, tmp_path, monkeypatch):
+    """CI passes secrets as environment variables: a run's params, tags and package list must not hold them."""
+    from transferlab.config import load_config
+
+    secrets = {"MLFLOW_TRACKING_PASSWORD": "pw-3f9a1c", "AWS_SECRET_ACCESS_KEY": "key-8d2e77",
+               "DVC_REMOTE_SECRET_ACCESS_KEY": "dvc-51b0aa"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(repo)
+    cfg = load_config("pretrain", [], root=repo)
+    run_id = tracking.start_run(cfg, "secrets-check", {"stage": "pretrain"})
+    client = tracking.client()
+    run = client.get_run(run_id)
+    logged = " ".join([*run.data.params.values(), *run.data.tags.values(), *run.data.params, *run.data.tags])
+    packages = Path(client.download_artifacts(run_id, "environment/packages.txt", str(tmp_path))).read_text()
+    assert len(run.data.params) > 50, "the resolved config is logged"
+    for value in secrets.values():
+        assert value not in logged and value not in packages

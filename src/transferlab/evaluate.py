@@ -133,7 +133,8 @@ def main(argv: list[str]) -> None:
                                  int(np.trace(matrix)), images, labels,  # the diagonal: correct predictions
                                  margin=float(margin))
     write_json(out_dir / "registry.json", decision)
-    verdict = "now champion" if decision["promoted"] else (
+    verdict = "now champion" if decision["promoted"] else "promotion deferred to `make retrain`" if decision.get(
+        "deferred") else (
         f"champion stays version {decision['champion_version']} "
         f"(test acc {decision['champion_acc_same_test_set']:.4f} on this test set; margin {margin})")
     print(f"registered {decision['registered_model']} version {decision['version']}: {verdict}")

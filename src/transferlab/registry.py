@@ -11,6 +11,8 @@ champion scored on other data is never compared by its old number.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
@@ -18,6 +20,7 @@ from torch import nn
 from transferlab import tracking
 
 CHAMPION = "champion"
+PROMOTION_ENV = "TRANSFERLAB_PROMOTION"  # "defer": register, but leave the alias to transferlab.retrain
 
 
 class DeployableClassifier(nn.Module):
@@ -80,7 +83,7 @@ def register(name: str, model: tuple[str, str], run_id: str, correct: int, image
     """Register the model as a new version; move `champion` to it only if its ``correct`` test
     predictions outnumber the current champion's, re-scored on the same test images, by more
     than ``margin`` x the number of test images (``margin`` is in accuracy points: 0.01 = 1%).
-    Returns what happened."""
+    With TRANSFERLAB_PROMOTION=defer (set by `make retrain`) no alias moves. Returns what happened."""
     client = tracking.client()
     current = champion_score(name, images, labels)  # before the new version exists
     try:
@@ -92,10 +95,13 @@ def register(name: str, model: tuple[str, str], run_id: str, correct: int, image
     version = tracking.with_retry(lambda: client.create_model_version(name, model_uri, run_id=run_id,
                                                                       model_id=model_id))
     client.set_model_version_tag(name, version.version, "test_acc", f"{correct / len(labels):.6f}")
-    promoted = current is None or correct > current[1] + margin * len(labels)
+    better = current is None or correct > current[1] + margin * len(labels)
+    deferred = os.environ.get(PROMOTION_ENV) == "defer"  # `make retrain` decides for all quadrants at once
+    promoted = better and not deferred
     if promoted:
         tracking.with_retry(lambda: client.set_registered_model_alias(name, CHAMPION, version.version))
+    champion = int(version.version) if promoted else (None if current is None else int(current[0]))
     return {"registered_model": name, "version": int(version.version), "promoted": promoted,
-            "champion_version": int(version.version) if promoted else int(current[0]),
-            "test_acc": correct / len(labels), "margin": margin,
-            "champion_acc_same_test_set": None if current is None else current[1] / len(labels)}
+            "champion_version": champion, "test_acc": correct / len(labels), "margin": margin,
+            "champion_acc_same_test_set": None if current is None else current[1] / len(labels),
+            **({"deferred": True} if deferred else {})}

@@ -164,15 +164,35 @@ def package_list() -> str:
     return "\n".join(sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions())) + "\n"
 
 
+def _find_parent(mlflow_client, exp_id: str, key: str):
+    found = with_retry(lambda: mlflow_client.search_runs([exp_id], f"tags.pipeline_key = '{key}'", max_results=1))
+    return found[0] if found else None
+
+
+def close_parent(experiment: str) -> None:
+    """Mark the pipeline's parent run FINISHED at the end of a training stage. The next stage
+    reopens it and `report` closes it for good; without this, a pipeline whose `report` DVC
+    skips (its inputs did not change) would leave its parent RUNNING forever."""
+    key = pipeline_key()
+    if key is None:
+        return
+    mlflow_client = client()
+    found = _find_parent(mlflow_client, experiment_id(mlflow_client, experiment), key)
+    if found is not None:
+        with_retry(lambda: mlflow_client.set_terminated(found.info.run_id, "FINISHED"))
+
+
 def parent_run_id(mlflow_client, experiment: str, seed: Any) -> str | None:
     """The pipeline execution's parent run (created by the first stage that asks), or None."""
     key = pipeline_key()
     if key is None:
         return None
     exp_id = experiment_id(mlflow_client, experiment)
-    found = with_retry(lambda: mlflow_client.search_runs([exp_id], f"tags.pipeline_key = '{key}'", max_results=1))
-    if found:
-        return found[0].info.run_id
+    found = _find_parent(mlflow_client, exp_id, key)
+    if found is not None:
+        if found.info.status != "RUNNING":  # closed by the previous stage (see close_parent)
+            with_retry(lambda: mlflow_client.update_run(found.info.run_id, status="RUNNING"))
+        return found.info.run_id
     tags = {"stage": "pipeline", "pipeline_key": key, **provenance_tags(seed)}
     run = with_retry(lambda: mlflow_client.create_run(
         exp_id, run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}", tags=tags))

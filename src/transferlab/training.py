@@ -514,4 +514,5 @@ def fit(cfg: DictConfig, module: Classifier, train_loader: DataLoader, val_loade
     if log_checkpoint:
         tracking.log_artifact(run_id, Path(checkpoint.best_model_path), "checkpoints")
     tracking.log_metrics(run_id, {"best/val_acc": float(checkpoint.best_model_score)})
+    tracking.close_parent(cfg.tracking.experiment_name)
     return best, run_id
