@@ -212,6 +212,15 @@ def test_one_finetuning_value_reruns_only_its_quadrant_downstream(project):
     set_param(project, "quadrants.small_similar.lr", current * 2)
     output = dvc(project, "repro")
     assert ran(output) == {"finetune@small_similar", "evaluate@small_similar", "report"}, output[-2000:]
+    # `dvc metrics diff` against the committed results lists every quadrant's test metrics, old and new.
+    diff = json.loads(dvc(project, "metrics", "diff", "--all", "--json").strip().splitlines()[-1])["reports/metrics.json"]
+    committed = json.loads(subprocess.run(["git", "show", "HEAD:reports/metrics.json"], cwd=project,
+                                          capture_output=True, text=True, check=True).stdout)
+    now = json.loads((project / "reports/metrics.json").read_text())
+    for quadrant in QUADRANTS:
+        for key in ("acc", "macro_f1"):
+            entry = diff[f"{quadrant}.{key}"]
+            assert (entry["old"], entry["new"]) == (committed[quadrant][key], now[quadrant][key])
 
 
 def test_a_change_under_conf_is_noticed(project):
