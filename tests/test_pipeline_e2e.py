@@ -292,7 +292,13 @@ def test_queued_sweep_runs_two_pipelines_at_once_into_one_sqlite_store(project):
     base = OmegaConf.load(project / "params.yaml").quadrants.large_similar.lr
     lrs = [base * 3, base * 5]
     dvc(project, "exp", "run", "--queue", "-S", f"quadrants.large_similar.lr={lrs[0]},{lrs[1]}")
-    dvc(project, "queue", "start", "-j", "2")
+    # Not through dvc(): the workers it starts are detached daemons that inherit stdout/stderr, so a captured
+    # pipe would stay open (and subprocess.run blocked) for as long as an idle worker lives.
+    with open(project / ".dvc" / "tmp" / "queue-start.log", "w") as log:
+        started = subprocess.run([str(Path(sys.executable).parent / "dvc"), "queue", "start", "-j", "2"], cwd=project,
+                                 env=project_env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 timeout=120)
+    assert started.returncode == 0, (project / ".dvc" / "tmp" / "queue-start.log").read_text()
     deadline = time.time() + 600
     while time.time() < deadline:
         status = dvc(project, "queue", "status")
@@ -300,6 +306,7 @@ def test_queued_sweep_runs_two_pipelines_at_once_into_one_sqlite_store(project):
             break
         time.sleep(5)
     assert status.count("Success") >= 2 and "Failed" not in status, status
+    dvc(project, "queue", "stop")  # let the idle workers go
 
     new = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id not in before]
     parents = [r for r in new if r.data.tags["stage"] == "pipeline"]
