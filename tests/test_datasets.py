@@ -30,6 +30,7 @@ from PIL import Image
 from conftest import REPO, project_env
 from transferlab import download, prepare
 from transferlab.config import ConfigError, load_config
+from transferlab.data import SPLITS
 from transferlab.sources import safe_extract
 
 COUNTS = {"data.source_train_per_class": 6, "data.small_train_per_class": 3, "data.large_train_per_class": 5,
@@ -122,7 +123,7 @@ def test_flat_folder_is_split_stratified_exactly_and_deterministically(project, 
     assert info["ignored_files"] == 1 and info["skipped"] == 0 and info["source"]["kind"] == "folder"
     assert card(project, "small_similar")["counts"] == {"train": 9, "val": 6, "test": 6}
     keys = {}
-    for split in prepare.SPLITS:
+    for split in SPLITS:
         x, y = arrays(project, "source", split)
         assert x.shape == (len(y), 32, 32, 3) and x.dtype == np.uint8
         keys[split] = pixel_keys(x)
@@ -130,7 +131,7 @@ def test_flat_folder_is_split_stratified_exactly_and_deterministically(project, 
         for image, label in zip(x, y):  # labels follow the folders: the red channel encodes the class
             assert abs(int(image[16, 16, 0]) - colour_of(int(label), 0)[0]) <= 3
     assert not (keys["train"] & keys["val"]) and not (keys["train"] & keys["test"]) and not (keys["val"] & keys["test"])
-    for split in prepare.SPLITS:  # checksums in the card are those of the files
+    for split in SPLITS:  # checksums in the card are those of the files
         digest = hashlib.sha256((project / "data/raw/source" / f"x_{split}.npy").read_bytes()).hexdigest()
         assert info["sha256"][f"x_{split}.npy"] == digest
 

@@ -32,7 +32,7 @@ from transferlab import prepare
 from transferlab.cli import run_stage
 from transferlab.config import (DATASETS, QUADRANTS, ConfigError, check_option, load_config, paths, project_root,
                                 save_config)
-from transferlab.data import write_json
+from transferlab.data import SPLITS, write_json
 from transferlab.sources import GeneratedSource
 
 SPLIT_SEED = {"train": 0, "val": 1, "test": 2}
@@ -125,12 +125,12 @@ def check_classes(plan: Plan, source) -> list[str]:
 
 
 def prepare_generated(cfg: DictConfig, plan: Plan, source: GeneratedSource, folder: Path) -> dict:
-    for split in prepare.SPLITS:
+    for split in SPLITS:
         if plan.counts[split] is None:
             raise ConfigError(f"{plan.name}: generated data needs a number of images per class for {split} (got null)")
     classes = check_classes(plan, source)
     folder.mkdir(parents=True)
-    for split in prepare.SPLITS:
+    for split in SPLITS:
         seed_words = [cfg.seed or 0, DATASETS.index(plan.name), SPLIT_SEED[split]]
         x, y = source.generate(classes, plan.counts[split], seed_words, cfg.data.image_size)
         rows = np.arange(len(y))
@@ -142,7 +142,7 @@ def prepare_generated(cfg: DictConfig, plan: Plan, source: GeneratedSource, fold
 def prepare_real(cfg: DictConfig, plan: Plan, source, folder: Path) -> dict:
     """Decode, check, pick and write one dataset from a source with real images."""
     where, policy, size = plan.name, cfg.data.on_bad_image, cfg.data.image_size
-    draws_from = {split: split if split in source.splits else "train" for split in prepare.SPLITS}
+    draws_from = {split: split if split in source.splits else "train" for split in SPLITS}
     raws = {src: source.read(src) for src in dict.fromkeys(draws_from.values())}
     all_classes = raws["train"].classes
     for src, raw in raws.items():
@@ -170,7 +170,7 @@ def prepare_real(cfg: DictConfig, plan: Plan, source, folder: Path) -> dict:
         skipped.append((src, decoded[src].keys[i], f"leakage: same content as {other}"))
 
     for src, d in decoded.items():
-        wanted = {split: plan.counts[split] for split in prepare.SPLITS if draws_from[split] == src}
+        wanted = {split: plan.counts[split] for split in SPLITS if draws_from[split] == src}
         seed_words = [cfg.seed or 0, DATASETS.index(plan.name), SPLIT_SEED[src]]
         rows = prepare.pick(d.labels, d.good, wanted, len(classes), seed_words, where, classes, src)
         for split, picked in rows.items():
@@ -210,7 +210,7 @@ def main(argv: list[str]) -> None:
                                 cfg.data.image_size, {"seed": cfg.seed, "on_bad_image": cfg.data.on_bad_image,
                                                       **made["extra"]})
             write_json(folder / "card.json", info)
-            counts = "/".join(str(info["counts"][s]) for s in prepare.SPLITS)
+            counts = "/".join(str(info["counts"][s]) for s in SPLITS)
             print(f"{plan.name}: {plan.use.dataset}, {len(made['classes'])} classes, train/val/test images = {counts}"
                   + (f", {info['skipped']} skipped (see {raw / plan.name / 'skipped.csv'})" if info["skipped"] else ""))
         save_config(cfg, staging / "config.yaml")

@@ -36,8 +36,8 @@ from numpy.lib.format import open_memmap
 from PIL import Image, ImageOps
 
 from transferlab.config import ConfigError
+from transferlab.data import SPLITS
 
-SPLITS = ("train", "val", "test")
 BAD_IMAGE_POLICIES = ("fail", "skip")
 SHOWN_PATHS = 5
 CHUNK = 256

@@ -32,7 +32,6 @@ from transferlab.cli import run_stage
 from transferlab.config import QUADRANTS, ConfigError, load_config, paths, project_root
 
 PROMOTED, KEPT, FAILED = 0, 10, 1
-DEFER_ENV = registry.PROMOTION_ENV  # "defer": evaluate registers but moves no alias
 
 
 @dataclass
@@ -51,7 +50,7 @@ class Verdict:
 
 
 def run_pipeline(root: Path) -> None:
-    env = {**os.environ, DEFER_ENV: "defer"}
+    env = {**os.environ, registry.PROMOTION_ENV: "defer"}  # evaluate registers but moves no alias
     done = subprocess.run(["dvc", "repro"], cwd=root, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"`dvc repro` failed with exit code {done.returncode}")

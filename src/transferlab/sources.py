@@ -28,9 +28,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from transferlab.config import ConfigError
+from transferlab.data import SPLITS
 
 IGNORED_BY_DEFAULT = (".*", "Thumbs.db", "desktop.ini", "__MACOSX")
-SPLIT_FOLDERS = ("train", "val", "test")
 
 
 class DatasetUnavailable(ConfigError):
@@ -65,7 +65,7 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 class GeneratedSource:
     """The built-in procedurally generated data (DESIGN.md §6): a family of classes."""
 
-    splits = SPLIT_FOLDERS
+    splits = SPLITS
 
     def __init__(self, family: str, render: dict):
         from transferlab.synthetic import FAMILIES
@@ -104,14 +104,14 @@ class TorchvisionSource:
 
         if not hasattr(torchvision.datasets, dataset):
             raise ConfigError(f"unknown torchvision dataset {dataset!r}")
-        unknown = sorted(set(splits) - set(SPLIT_FOLDERS))
+        unknown = sorted(set(splits) - set(SPLITS))
         if unknown or "train" not in splits:
             raise ConfigError(f"{dataset}: splits {sorted(splits)} are not allowed (allowed: train, and optionally val, test)")
         self.dataset, self.url = dataset, url
         self.split_kwargs = {name: dict(value or {}) for name, value in splits.items()}
         self.kwargs = dict(kwargs or {})
         self.files_attr, self.labels_attr = files_attr, labels_attr
-        self.splits = tuple(s for s in SPLIT_FOLDERS if s in splits)
+        self.splits = tuple(s for s in SPLITS if s in splits)
         self._loaded: dict[str, Any] = {}
         self.folder: Path | None = None
 
@@ -200,8 +200,8 @@ class ImageFolderSource:
             raise DatasetUnavailable(f"image folder {self.root} not found (expected root/<class>/* or "
                                      f"root/{{train,val,test}}/<class>/*)")
         top = [p.name for p in _class_folders(self.root, self.ignore)]
-        if "train" in top and set(top) <= set(SPLIT_FOLDERS):
-            self.splits = tuple(s for s in SPLIT_FOLDERS if s in top)
+        if "train" in top and set(top) <= set(SPLITS):
+            self.splits = tuple(s for s in SPLITS if s in top)
             self._split_roots = {s: self.root / s for s in self.splits}
         else:
             self.splits = ("train",)  # one pool: val/test are carved out of it
