@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 
-.PHONY: install repro retrain test test-fast ui bench clean
+.PHONY: install repro retrain test test-fast ui bench readme clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,5 +51,9 @@ ui: $(STAMP)
 bench: $(STAMP)
 	python benchmarks/pipeline_stages.py
 
+# The README's verdict table, copied from reports/summary.md (after `dvc repro`).
+readme: $(STAMP)
+	python tools/readme_verdict.py
+
 clean:
-	rm -rf data/raw data/augmented models reports/eval mlflow.db mlartifacts
+	rm -rf data/raw data/augmented models reports/evaluate reports/augment mlflow.db mlartifacts .transferlab

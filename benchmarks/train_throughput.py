@@ -5,7 +5,7 @@ for two workloads shaped like the pipeline's stages: `pretrain` (8 classes, batc
 and `finetune_all` (5 classes, batch 64, backbone at 0.1 x lr). For each it compares
 precision/memory-format settings and two input paths:
 
-- `loader`: the pipeline's own path (ImageArrayDataset + DataLoader, uint8 -> float per image);
+- `loader`: the pipeline's own path (ImageArrayDataset + DataLoader, uint8 -> float once per batch);
 - `resident`: the whole dataset as one float tensor on the device (no loader cost), which
   shows what the model alone could do.
 
@@ -29,10 +29,9 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, TensorDataset
 
-from transferlab.data import ImageArrayDataset, to_tensor
-from transferlab.synthetic import render_params
-from transferlab.synthetic import SHAPES, make_split
-from transferlab.training import Classifier
+from transferlab.data.arrays import ImageArrayDataset, collate_images, to_tensor
+from transferlab.datasets.synthetic import SHAPES, make_split, render_params
+from transferlab.training.module import Classifier
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +55,7 @@ def fit_once(x, y, classes: int, batch: int, factor: float, accelerator: str, pr
         data = TensorDataset(to_tensor(x).to(device), torch.as_tensor(y).to(device))
         loader = DataLoader(data, batch_size=batch, shuffle=True)
     else:
-        loader = DataLoader(ImageArrayDataset(x, y), batch_size=batch, shuffle=True, num_workers=workers,
+        loader = DataLoader(ImageArrayDataset(x, y), batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate_images,
                             pin_memory=accelerator == "gpu", persistent_workers=workers > 0)
     timer = EpochTimer()
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_epochs=epochs, logger=False,

@@ -1,9 +1,14 @@
+"""Augmentation pipelines: built from conf/augment as an ordered albumentations Compose, checked
+argument by argument, chosen per dataset; copies seeded; on-the-fly views seeded per epoch."""
+
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+import torch
 
-from transferlab.augment import build_pipeline, write_training_rows
-from transferlab.config import ConfigError, load_config
+from transferlab.augment import pipeline_name, write_training_rows
+from transferlab.core.config import load_config
+from transferlab.core.errors import ConfigError
+from transferlab.data.augmentation import build_pipeline, check_transform, pipeline_config
 
 
 def images(n=6):
@@ -11,18 +16,32 @@ def images(n=6):
 
 
 def test_pipeline_is_the_configured_ordered_list(repo):
-    cfg = load_config("augment", [], root=repo)
-    pipeline = build_pipeline(cfg.augment.transforms, seed=0)
+    """Catches: transforms dropped or reordered on the way from the YAML list to the Compose."""
+    transforms = pipeline_config(repo, "default")
+    pipeline = build_pipeline(transforms, seed=0)
     names = [type(t).__name__ for t in pipeline.transforms]
-    assert names == [t._target_.rsplit(".", 1)[1] for t in cfg.augment.transforms]
+    assert names == [t["_target_"].rsplit(".", 1)[1] for t in transforms] and len(names) == 4
+
+
+def test_each_dataset_gets_its_own_pipeline_and_digits_are_not_flipped(repo):
+    """Catches: mirrored digits (a flipped 2 is not a 2), or one pipeline for every dataset."""
+    cfg = load_config("augment", [], root=repo)
+    assert pipeline_name(cfg, repo, "source") == "default"
+    cfg = load_config("augment", ["experiment=mnist_svhn_fashion"], root=repo)
+    assert pipeline_name(cfg, repo, "source") == pipeline_name(cfg, repo, "small_similar") == "no_flip"
+    assert pipeline_name(cfg, repo, "small_different") == "default"  # clothes survive a mirror image
+    no_flip = [t["_target_"] for t in pipeline_config(repo, "no_flip")]
+    assert not any("Flip" in t or "Transpose" in t for t in no_flip)
 
 
 def test_seeded_copies_are_reproducible_and_augmented(repo, tmp_path):
-    cfg = load_config("augment", [], root=repo)
+    """Catches: unseeded copies (DVC outputs that change on every run) or copies equal to the originals."""
+    transforms = pipeline_config(repo, "default")
     x, y = images(), np.arange(6)
 
     def written(name):
-        write_training_rows(tmp_path / name, x, y, build_pipeline(cfg.augment.transforms, seed=3), copies=2)
+        (tmp_path / name).mkdir()
+        write_training_rows(tmp_path / name, x, y, build_pipeline(transforms, seed=3), copies=2)
         return np.load(tmp_path / name / "x_train.npy"), np.load(tmp_path / name / "y_train.npy")
 
     (a, labels), (b, _) = written("a"), written("b")
@@ -32,49 +51,54 @@ def test_seeded_copies_are_reproducible_and_augmented(repo, tmp_path):
     assert not np.array_equal(a[6:12], x) and not np.array_equal(a[6:12], a[12:])
 
 
-def test_bad_transform_is_one_clear_error():
-    bad = OmegaConf.create([{"_target_": "albumentations.NoSuchTransform"}])
-    with pytest.raises(ConfigError, match="cannot build augmentation pipeline"):
-        build_pipeline(bad)
+@pytest.mark.parametrize("entry,message", [
+    ({"_target_": "albumentations.NoSuchTransform"}, "is not an albumentations transform"),
+    ({"_target_": "os.system"}, "is not an albumentations transform"),
+    ({"_target_": "albumentations.HorizontalFlip", "prob": 0.5}, "HorizontalFlip has no argument 'prob' (allowed: p)"),
+    ({"_target_": "albumentations.Affine", "rotation": 5}, "Affine has no argument 'rotation'"),
+])
+def test_bad_transform_is_one_clear_error(entry, message):
+    """Catches: a typo albumentations would only warn about and then ignore (`prob` for `p`)."""
+    with pytest.raises(ConfigError) as err:
+        check_transform(entry, "conf/augment/x.yaml transforms[0]")
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_negative_copies_rejected(repo):
-    with pytest.raises(ConfigError, match=r"augment.copies=-1 is not allowed \(must be an integer >= 0\)"):
-        load_config("augment", ["augment.copies=-1"], root=repo)
-
-
-def test_on_the_fly_augmentation_is_seeded_and_differs_between_workers(repo):
-    """Same seed -> same augmented batches; two DataLoader workers do not repeat each other."""
-    import torch
+def test_on_the_fly_augmentation_is_seeded_per_epoch_and_per_worker(repo):
+    """Catches: an epoch's views that depend on the previous epochs (a resumed fit would differ), or two
+    DataLoader workers drawing the same augmentations."""
     from torch.utils.data import DataLoader
 
-    from transferlab.data import ImageArrayDataset
-    from transferlab.training import seed_worker_transform
+    from transferlab.data.arrays import ImageArrayDataset, collate_images
+    from transferlab.training.loaders import EpochSampler
 
-    cfg = load_config("augment", [], root=repo)
+    transforms = pipeline_config(repo, "default")
     x, y = images(8), np.arange(8)
 
-    def batches(seed, workers=0):
-        dataset = ImageArrayDataset(x, y, build_pipeline(cfg.augment.transforms, seed=seed))
-        loader = DataLoader(dataset, batch_size=4, shuffle=False, num_workers=workers,
-                            worker_init_fn=seed_worker_transform, generator=torch.Generator().manual_seed(seed))
-        return [b[0] for b in loader]
+    def epochs(which: list[int], workers: int = 0) -> list[torch.Tensor]:
+        dataset = ImageArrayDataset(x, y, build_pipeline(transforms), seed=5)
+        sampler = EpochSampler(8, seed=0)
+        loader = DataLoader(dataset, batch_size=8, sampler=sampler, collate_fn=collate_images, num_workers=workers)
+        out = []
+        for epoch in which:
+            sampler.set_epoch(epoch)
+            out.append(next(iter(loader))[0])
+        return out
 
-    first, again = batches(5), batches(5)
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
-    in_workers, in_workers_again = batches(5, workers=2), batches(5, workers=2)
-    assert all(torch.equal(a, b) for a, b in zip(in_workers, in_workers_again))
-    # The same image through two workers' pipelines: compare worker 0's and worker 1's draws.
-    dataset = ImageArrayDataset(np.repeat(x[:1], 8, axis=0), y, build_pipeline(cfg.augment.transforms, seed=5))
-    loader = DataLoader(dataset, batch_size=4, num_workers=2, worker_init_fn=seed_worker_transform,
-                        generator=torch.Generator().manual_seed(5))
-    worker0, worker1 = [b[0] for b in loader]
-    assert not torch.equal(worker0, worker1), "workers must not draw identical augmentations"
+    straight = epochs([0, 1, 2])
+    assert torch.equal(epochs([2])[0], straight[2]), "epoch 2 alone must equal epoch 2 after 0 and 1"
+    assert not torch.equal(straight[1], straight[2])
+    in_workers = epochs([0, 1], workers=2)
+    assert torch.equal(epochs([0, 1], workers=2)[1], in_workers[1])
 
 
 def test_train_per_class_keeps_the_same_originals_in_every_augmented_copy(tmp_path, monkeypatch):
-    from transferlab.data import save_split, write_json
-    from transferlab.training_data import training_sets
+    """Catches: a subset that takes other images in the copies than among the originals."""
+    from omegaconf import OmegaConf
+
+    from transferlab.core.files import write_json
+    from transferlab.data.arrays import save_split
+    from transferlab.data.training_sets import training_sets
 
     (tmp_path / "conf").mkdir()
     (tmp_path / "params.yaml").write_text("seed: 0\n")
@@ -84,10 +108,13 @@ def test_train_per_class_keeps_the_same_originals_in_every_augmented_copy(tmp_pa
     x = np.zeros((originals * 3, 2, 2, 3), dtype=np.uint8)
     x[:, 0, 0, 0] = np.tile(np.arange(originals), 3)  # pixel = index of the original image
     save_split(tmp_path / "aug/source", "train", x, np.tile(y, 3))
-    write_json(tmp_path / "aug/source/meta.json", {"copies": 2, "originals": originals, "on_the_fly": False})
+    write_json(tmp_path / "aug/source/meta.json", {"copies": 2, "originals": originals, "pipeline": "none"})
+    (tmp_path / "aug/source/pipeline.yaml").write_text("name: none\ntransforms: []\n")
     save_split(tmp_path / "raw/source", "val", x[:2], y[:2])
     cfg = OmegaConf.create({"seed": 0, "paths": {"raw": "raw", "augmented": "aug"}})
-    train, _ = training_sets(cfg, "source", train_per_class=2)
+    train, _ = training_sets(cfg, "source", materialised=True, train_per_class=2)
     kept = sorted(int(train.images[i][0, 0, 0]) for i in range(len(train)))
     assert kept == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]  # first 2 of each class, original + 2 copies
     assert np.bincount(train.labels.numpy()).tolist() == [6, 6]
+    originals_only, _ = training_sets(cfg, "source", materialised=False, train_per_class=2)
+    assert sorted(int(originals_only.images[i][0, 0, 0]) for i in range(len(originals_only))) == [0, 1, 2, 3]

@@ -27,11 +27,13 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import REPO, project_env
-from transferlab import download, prepare
-from transferlab.config import ConfigError, load_config
-from transferlab.data import SPLITS
-from transferlab.sources import safe_extract
+from helpers import REPO, project_env
+from transferlab import download
+from transferlab.datasets import prepare
+from transferlab.core.config import load_config
+from transferlab.core.errors import ConfigError
+from transferlab.core.names import SPLITS
+from transferlab.datasets.sources import safe_extract
 
 COUNTS = {"data.source_train_per_class": 6, "data.small_train_per_class": 3, "data.large_train_per_class": 5,
           "data.val_per_class": 2, "data.test_per_class": 2}
@@ -88,7 +90,7 @@ def use_datasets(project: Path, datasets: dict[str, dict], source: str, target: 
 
 
 def folder_dataset(root: Path) -> dict:
-    return {"_target_": "transferlab.sources.ImageFolderSource", "root": str(root)}
+    return {"_target_": "transferlab.datasets.sources.ImageFolderSource", "root": str(root)}
 
 
 def run(*args: str, **counts) -> None:
@@ -318,7 +320,7 @@ def zipped(folder: Path, archive: Path, extra: dict[str, bytes] | None = None) -
 
 def archive_dataset(archive: Path, **keys) -> dict:
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    return {"_target_": "transferlab.sources.ArchiveSource", "sha256": digest, "subdir": "photos", **keys}
+    return {"_target_": "transferlab.datasets.sources.ArchiveSource", "sha256": digest, "subdir": "photos", **keys}
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar.gz"])
@@ -418,7 +420,7 @@ def test_unreachable_url_fails_in_one_line_naming_url_and_where_to_put_the_file(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/photos.zip"
-    use_datasets(project, {"web": {"_target_": "transferlab.sources.ArchiveSource", "url": url,
+    use_datasets(project, {"web": {"_target_": "transferlab.datasets.sources.ArchiveSource", "url": url,
                                    "sha256": "a" * 64}}, "web", "web")
     with pytest.raises(ConfigError) as failed:
         run()

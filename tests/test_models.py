@@ -5,9 +5,11 @@ import urllib.error
 import pytest
 import torch
 
-from transferlab.config import ConfigError, load_config
-from transferlab.finetune import build_module
-from transferlab.models import TORCHVISION_ARCHS, TorchvisionBackbone
+from transferlab.core.config import load_config
+from transferlab.core.errors import ConfigError
+from transferlab.core.schema import model_stage_names
+from transferlab.models import TORCHVISION_ARCHS, torchvision_backbone
+from transferlab.training.comparison import build_module
 
 EXPECTED_STAGES = {
     "small_vgg": ["block1", "block2", "block3", "block4"],
@@ -22,28 +24,36 @@ EXPECTED_STAGES = {
 }
 
 
+def config_for(repo, model: str, cut: str):
+    return load_config("finetune", ["regime=truncate_freeze", f"model={model}", f"regime.truncate_freeze.cut_at={cut}",
+                                    f"cut_sweep.cut_at=[{cut}]"], root=repo)
+
+
 @pytest.mark.parametrize("model", list(EXPECTED_STAGES))
 def test_every_model_has_named_stages_and_cuts_the_same_way(repo, model):
+    """Catches: a model whose stages are not named as its config says (cut_at would mean something else),
+    and a static stage list (core.schema) that disagrees with the built model."""
     stages = EXPECTED_STAGES[model]
-    cfg = load_config("finetune", ["quadrant=small_different", f"model={model}",
-                                   f"quadrants.small_different.cut_at={stages[1]}"], root=repo)
-    module = build_module(cfg, 5)
+    cfg = config_for(repo, model, stages[1])
+    module = build_module(cfg, cfg.regime.truncate_freeze, 5, epochs=1)
     assert module.net.backbone.stage_names == stages[:2]
     assert module(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
-    full = build_module(load_config("finetune", ["quadrant=small_similar", f"model={model}"], root=repo), 5)
+    full = build_module(cfg, cfg.regime.finetune_all, 5, epochs=1)
     assert full.net.backbone.stage_names == stages
     assert full.net.head.fc.in_features == full.net.backbone.stage_channels[stages[-1]]
+    assert model_stage_names(cfg.model) in (None, stages)
 
 
 @pytest.mark.parametrize("model", ["small_resnet", "small_vgg", "resnet18"])
 def test_unknown_cut_at_lists_the_model_stage_names(repo, model):
-    cfg = load_config("finetune", ["quadrant=small_different", f"model={model}",
-                                   "quadrants.small_different.cut_at=nowhere"], root=repo)
-    with pytest.raises(ConfigError, match=f"unknown cut_at 'nowhere' \\(allowed: {', '.join(EXPECTED_STAGES[model])}\\)"):
-        build_module(cfg, 5)
+    """Catches: a cut point that is silently ignored or only fails deep inside training."""
+    with pytest.raises(ConfigError, match=f"not a stage of model {model} \\(allowed: "
+                                          f"{', '.join(EXPECTED_STAGES[model])}\\)"):
+        config_for(repo, model, "nowhere")
 
 
 def test_offline_imagenet_weights_say_which_file_to_place_where(monkeypatch, tmp_path):
+    """Catches: a traceback (or a hang) instead of one line naming the file and the folder, offline."""
     import torchvision.models._api as api
 
     def offline(url, *args, **kwargs):
@@ -52,14 +62,15 @@ def test_offline_imagenet_weights_say_which_file_to_place_where(monkeypatch, tmp
     monkeypatch.setattr(api, "load_state_dict_from_url", offline)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(ValueError) as err:
-        TorchvisionBackbone("resnet18", weights="imagenet")
+        torchvision_backbone("resnet18", weights="imagenet")
     message = str(err.value)
     assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
     assert f"place it in {tmp_path / 'hub' / 'checkpoints'}/" in message and "\n" not in message
 
 
 def test_imagenet_weights_are_loaded_through_torchvisions_weights_api(monkeypatch):
-    """With the file 'in the cache', the backbone gets exactly those weights."""
+    """With the file 'in the cache', the backbone gets exactly those weights. Catches: weights that are
+    downloaded but not loaded, or loaded into the wrong stages."""
     import torchvision.models._api as api
     from torchvision.models import resnet18
 
@@ -69,21 +80,17 @@ def test_imagenet_weights_are_loaded_through_torchvisions_weights_api(monkeypatc
             reference[key] = torch.full_like(value, 0.5)
     seen = []
     monkeypatch.setattr(api, "load_state_dict_from_url", lambda url, *a, **k: seen.append(url) or reference)
-    backbone = TorchvisionBackbone("resnet18", weights="imagenet")
+    backbone = torchvision_backbone("resnet18", weights="imagenet")
     assert seen == ["https://download.pytorch.org/models/resnet18-f37072fd.pth"]
     assert torch.all(backbone.layer1[0].conv1.weight == 0.5)
 
 
-def test_pretrain_source_imagenet_needs_a_torchvision_model(tmp_path):
-    import subprocess
-    import sys
+def test_pretrain_source_imagenet_needs_a_torchvision_model(repo):
+    """Catches: ImageNet weights asked for a model torchvision does not have."""
+    from transferlab.training.pretraining import imagenet_backbone
 
-    from conftest import copy_project, project_env
-
-    project = copy_project(tmp_path / "p")
-    done = subprocess.run([sys.executable, "-m", "transferlab.pretrain", "pretrain.source=imagenet"], cwd=project,
-                          env=project_env(), capture_output=True, text=True)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"error: pretrain.source=imagenet needs a torchvision model, not model=small_resnet "
-        f"(allowed: {', '.join(TORCHVISION_ARCHS)})")
+    cfg = load_config("pretrain", ["pretrain.source=imagenet"], root=repo)
+    with pytest.raises(ConfigError) as err:
+        imagenet_backbone(cfg)
+    assert str(err.value) == (f"pretrain.source=imagenet needs a torchvision model, not model=small_resnet "
+                              f"(allowed: {', '.join(TORCHVISION_ARCHS)})")

@@ -1,5 +1,5 @@
-"""Each regime does exactly what DESIGN.md §2 says, built from conf/ as the pipeline builds it,
-for two architectures: the default small CNN and a torchvision ResNet."""
+"""Each regime does exactly what docs/regimes.md says, built from conf/ as the pipeline builds it,
+for two architectures: the default small ResNet and torchvision's resnet18."""
 
 import lightning as L
 import numpy as np
@@ -8,18 +8,22 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from transferlab.config import ConfigError, load_config
-from transferlab.data import ImageArrayDataset
-from transferlab.finetune import build_module, pretrained_state
+from transferlab.core.config import load_config
+from transferlab.core.errors import ConfigError
+from transferlab.data.arrays import ImageArrayDataset, collate_images
+from transferlab.training.comparison import build_module, pretrained_state
 
 NUM_CLASSES = 5
 MODELS = ["small_resnet", "resnet18"]
+CUT = {"small_resnet": "stage2", "resnet18": "layer2"}
 
 
-def module_for(repo, regime: str, quadrant: str = "small_similar", *extra: str, model: str = "small_resnet"):
-    cfg = load_config("finetune", [f"quadrant={quadrant}", f"regime={regime}", f"model={model}", *extra], root=repo)
+def module_for(repo, regime: str, *extra: str, model: str = "small_resnet", epochs: int = 2):
+    """The regime's module as the finetune stage builds it (conf/regime + params.yaml + overrides)."""
+    cut = (f"regime.truncate_freeze.cut_at={CUT[model]}", f"cut_sweep.cut_at=[{CUT[model]}]")
+    cfg = load_config("finetune", [f"regime={regime}", f"model={model}", *cut, *extra], root=repo)
     torch.manual_seed(0)
-    return cfg, build_module(cfg, NUM_CLASSES)
+    return cfg, build_module(cfg, cfg.regime[regime], NUM_CLASSES, epochs)
 
 
 def pretrained_like_state(module) -> dict[str, torch.Tensor]:
@@ -54,8 +58,9 @@ def data():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(32, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, NUM_CLASSES, size=32)
-    return (DataLoader(ImageArrayDataset(x, y), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0)),
-            DataLoader(ImageArrayDataset(x[:8], y[:8]), batch_size=8))
+    return (DataLoader(ImageArrayDataset(x, y), batch_size=8, shuffle=True, collate_fn=collate_images,
+                       generator=torch.Generator().manual_seed(0)),
+            DataLoader(ImageArrayDataset(x[:8], y[:8]), batch_size=8, collate_fn=collate_images))
 
 
 def trainer(epochs: int, *callbacks, **kwargs) -> L.Trainer:
@@ -77,10 +82,11 @@ def count(params) -> int:
 
 
 @pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("regime,quadrant", [("freeze_all", "small_similar"), ("truncate_freeze", "small_different")])
-def test_frozen_regimes_change_nothing_but_the_head(repo, regime, quadrant, model):
-    cut = {"small_resnet": "stage2", "resnet18": "layer2"}[model]
-    cfg, module = module_for(repo, regime, quadrant, f"quadrants.small_different.cut_at={cut}", model=model)
+@pytest.mark.parametrize("regime", ["freeze_all", "truncate_freeze"])
+def test_frozen_regimes_change_nothing_but_the_head(repo, regime, model):
+    """Catches: a frozen weight or BatchNorm statistic that moves, a backbone optimizer group, BN in train mode."""
+    cut = CUT[model]
+    cfg, module = module_for(repo, regime, model=model)
     module.load_backbone(pretrained_like_state(module))
     before = snapshot(module)
     recorder = LrRecorder()
@@ -94,7 +100,7 @@ def test_frozen_regimes_change_nothing_but_the_head(repo, regime, quadrant, mode
     trainable = count(p for p in module.parameters() if p.requires_grad)
     assert trainable == count(module.net.head.parameters())
     assert trainable == module.net.backbone.out_channels * NUM_CLASSES + NUM_CLASSES
-    assert set(recorder.lrs[0]) == {"head"} and recorder.lrs[0]["head"] == pytest.approx(cfg.train.lr)
+    assert set(recorder.lrs[0]) == {"head"} and recorder.lrs[0]["head"] == pytest.approx(cfg.regime[regime].lr)
     assert not any(recorder.bn_training[0].values())
     if regime == "truncate_freeze":
         assert module.net.backbone.stage_names[-1] == cut
@@ -102,11 +108,11 @@ def test_frozen_regimes_change_nothing_but_the_head(repo, regime, quadrant, mode
 
 @pytest.mark.parametrize("model", MODELS)
 def test_truncated_backbone_loads_the_pretrained_weights_of_its_stages(repo, model):
-    cut = {"small_resnet": "stage2", "resnet18": "layer2"}[model]
+    """Catches: a cut that keeps the wrong stages, or weights loaded into the wrong place."""
+    cut = CUT[model]
     _, full = module_for(repo, "freeze_all", model=model)
     state = pretrained_like_state(full)
-    _, truncated = module_for(repo, "truncate_freeze", "small_different", f"quadrants.small_different.cut_at={cut}",
-                              model=model)
+    _, truncated = module_for(repo, "truncate_freeze", model=model)
     truncated.load_backbone(state)
     names = full.net.backbone.stage_names
     assert truncated.net.backbone.stage_names == names[:names.index(cut) + 1]
@@ -116,17 +122,19 @@ def test_truncated_backbone_loads_the_pretrained_weights_of_its_stages(repo, mod
 
 @pytest.mark.parametrize("model", MODELS)
 def test_finetune_all_trains_everything_with_named_groups_at_a_smaller_lr(repo, model):
-    cfg, module = module_for(repo, "finetune_all", "large_similar", model=model)
+    """Catches: one optimizer group for all weights, or the backbone at the head's learning rate."""
+    cfg, module = module_for(repo, "finetune_all", model=model)
+    lr = cfg.regime.finetune_all.lr
     module.load_backbone(pretrained_like_state(module))
     before = snapshot(module)
     recorder = LrRecorder()
     train_briefly(module, 2, recorder)
     stages = module.net.backbone.stage_names
     assert list(recorder.lrs[0]) == ["head", *(f"backbone.{s}" for s in stages)]
-    assert cfg.regime.backbone_lr_factor == pytest.approx(0.1)
+    assert cfg.regime.finetune_all.backbone_lr_factor == pytest.approx(0.1)
     for name in stages:
-        assert recorder.lrs[0][f"backbone.{name}"] == pytest.approx(cfg.train.lr * 0.1)
-    assert recorder.lrs[0]["head"] == pytest.approx(cfg.train.lr)
+        assert recorder.lrs[0][f"backbone.{name}"] == pytest.approx(lr * 0.1)
+    assert recorder.lrs[0]["head"] == pytest.approx(lr)
     assert count(p for p in module.parameters() if p.requires_grad) == count(module.parameters())
     after = snapshot(module)
     first_weight = next(k for k in before if k.startswith(f"net.backbone.{stages[0]}") and k.endswith("weight"))
@@ -136,10 +144,11 @@ def test_finetune_all_trains_everything_with_named_groups_at_a_smaller_lr(repo, 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_two_phase_finetuning_gates_the_backbone_then_unfreezes_the_top_stages(repo, model):
-    """Phase 1: head only (backbone lr 0, no change at all, BN in eval); phase 2: top K stages at lr x 0.1."""
-    cfg, module = module_for(repo, "finetune_all", "large_similar", "quadrants.large_similar.epochs=4",
-                             "quadrants.large_similar.head_epochs=2", "quadrants.large_similar.unfreeze_top=2",
-                             model=model)
+    """Phase 1: head only (backbone lr 0, no change at all, BN in eval); phase 2: top K stages at lr x 0.1.
+    Catches: a backbone that moves in phase 1, stages below the top K that train in phase 2."""
+    cfg, module = module_for(repo, "finetune_all", "regime.finetune_all.head_epochs=2",
+                             "regime.finetune_all.unfreeze_top=2", model=model, epochs=4)
+    lr = cfg.regime.finetune_all.lr
     module.load_backbone(pretrained_like_state(module))
     start = snapshot(module)
     recorder = LrRecorder()
@@ -160,9 +169,9 @@ def test_two_phase_finetuning_gates_the_backbone_then_unfreezes_the_top_stages(r
     cosine = lambda e: 0.5 * (1 + np.cos(np.pi * e / 4))  # noqa: E731
     for epoch in (2, 3):
         lrs = recorder2.lrs[epoch]
-        assert lrs["head"] == pytest.approx(cfg.train.lr * cosine(epoch))
+        assert lrs["head"] == pytest.approx(lr * cosine(epoch))
         for s in top:
-            assert lrs[f"backbone.{s}"] == pytest.approx(cfg.train.lr * 0.1 * cosine(epoch))
+            assert lrs[f"backbone.{s}"] == pytest.approx(lr * 0.1 * cosine(epoch))
             assert recorder2.bn_training[epoch][s]
         for s in rest:
             assert lrs[f"backbone.{s}"] == 0.0 and not recorder2.bn_training[epoch][s]
@@ -175,12 +184,14 @@ def test_two_phase_finetuning_gates_the_backbone_then_unfreezes_the_top_stages(r
 
 @pytest.mark.parametrize("model", MODELS)
 def test_phase_and_learning_rates_survive_resume_from_a_checkpoint(repo, tmp_path, model):
-    extra = ("quadrants.large_similar.epochs=4", "quadrants.large_similar.head_epochs=2")
-    cfg, module = module_for(repo, "finetune_all", "large_similar", *extra, model=model)
+    """Catches: a resumed fit that restarts phase 1 or the cosine schedule."""
+    extra = ("regime.finetune_all.head_epochs=2",)
+    cfg, module = module_for(repo, "finetune_all", *extra, model=model, epochs=4)
+    lr = cfg.regime.finetune_all.lr
     checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="last", save_top_k=-1, every_n_epochs=1,
                                  enable_version_counter=False)
     trainer(1, checkpoint).fit(module, *data())  # stopped inside phase 1
-    _, fresh = module_for(repo, "finetune_all", "large_similar", *extra, model=model)
+    _, fresh = module_for(repo, "finetune_all", *extra, model=model, epochs=4)
     recorder = LrRecorder()
     trainer(4, recorder).fit(fresh, *data(), ckpt_path=str(tmp_path / "last.ckpt"))
     assert sorted(recorder.lrs) == [1, 2, 3]
@@ -189,66 +200,70 @@ def test_phase_and_learning_rates_survive_resume_from_a_checkpoint(repo, tmp_pat
     for epoch in (1, 2, 3):
         lrs = recorder.lrs[epoch]
         assert set(lrs) == {"head", *(f"backbone.{s}" for s in stages)}
-        assert lrs["head"] == pytest.approx(cfg.train.lr * cosine(epoch))
+        assert lrs["head"] == pytest.approx(lr * cosine(epoch))
         for s in stages:  # epoch 1: still phase 1 after resume; from epoch 2 (head_epochs) phase 2
-            expected = 0.0 if epoch < 2 else cfg.train.lr * 0.1 * cosine(epoch)
+            expected = 0.0 if epoch < 2 else lr * 0.1 * cosine(epoch)
             assert lrs[f"backbone.{s}"] == pytest.approx(expected), (epoch, s)
 
 
 def test_plateau_ends_phase_one_early_and_is_saved_in_the_checkpoint(repo):
-    cfg, module = module_for(repo, "finetune_all", "large_similar", "quadrants.large_similar.epochs=6",
-                             "quadrants.large_similar.head_epochs=5", "quadrants.large_similar.plateau_patience=1")
+    """Catches: a plateau that never ends phase 1, or a phase switch lost on resume."""
+    extra = ("regime.finetune_all.head_epochs=5", "regime.finetune_all.plateau_patience=1")
+    cfg, module = module_for(repo, "finetune_all", *extra, epochs=6)
     recorder = LrRecorder()
     # A learning rate of ~0 for the head keeps val/acc flat, so phase 1 must end at the plateau.
     module.hparams.lr = 1e-12
     trainer(4, recorder).fit(module, *data())
-    assert module.phase2_from < 5
-    assert recorder.lrs[module.phase2_from]["backbone.stem"] > 0
+    assert module.plan.phase2_from < 5
+    assert recorder.lrs[module.plan.phase2_from]["backbone.stem"] > 0
     checkpoint = {}
     module.on_save_checkpoint(checkpoint)
-    _, other = module_for(repo, "finetune_all", "large_similar", "quadrants.large_similar.epochs=6",
-                          "quadrants.large_similar.head_epochs=5", "quadrants.large_similar.plateau_patience=1")
+    _, other = module_for(repo, "finetune_all", *extra, epochs=6)
     other.on_load_checkpoint(checkpoint)
-    assert other.phase2_from == module.phase2_from
+    assert other.plan.phase2_from == module.plan.phase2_from
 
 
 def test_scratch_starts_from_random_weights_and_its_alternative_from_pretrained(repo, tmp_path):
-    cfg, module = module_for(repo, "scratch", "large_different")
-    assert cfg.regime.init == "random" and pretrained_state(cfg) is None  # never reads the checkpoint
+    """Catches: scratch reading pretrained weights, or its backbone at a different rate than the head."""
+    cfg, module = module_for(repo, "scratch")
+    assert cfg.regime.scratch.init == "random"
     groups = module.configure_optimizers()["optimizer"].param_groups
-    assert all(g["lr"] == pytest.approx(cfg.train.lr) for g in groups)
+    assert all(g["lr"] == pytest.approx(cfg.regime.scratch.lr) for g in groups)
     assert count(p for p in module.parameters() if p.requires_grad) == count(module.parameters())
-    alternative, _ = module_for(repo, "scratch", "large_different", "quadrants.large_different.init=pretrained")
-    assert alternative.regime.init == "pretrained"
+    alternative, _ = module_for(repo, "scratch", "regime.scratch.init=pretrained")
+    assert alternative.regime.scratch.init == "pretrained"
     alternative.paths.models = str(tmp_path / "no-models-here")
-    with pytest.raises(ConfigError, match="pretrained checkpoint .* not found"):
+    with pytest.raises(ConfigError, match="meta.json not found"):
         pretrained_state(alternative)
 
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("regime", ["freeze_all", "truncate_freeze", "finetune_all", "scratch"])
 def test_head_is_sized_to_the_target_classes(repo, regime, model):
-    cut = {"small_resnet": "stage2", "resnet18": "layer2"}[model]
-    _, module = module_for(repo, regime, "small_different", f"quadrants.small_different.cut_at={cut}", model=model)
+    """Catches: a head sized to the source's classes."""
+    _, module = module_for(repo, regime, model=model)
     assert module(torch.zeros(2, 3, 32, 32)).shape == (2, NUM_CLASSES)
 
 
 def test_mlp_head_option(repo):
-    _, module = module_for(repo, "freeze_all", "small_similar", "quadrants.small_similar.head_hidden=32")
+    """Catches: head_hidden ignored."""
+    _, module = module_for(repo, "freeze_all", "regime.freeze_all.head_hidden=32")
     assert module.net.head.hidden[0].out_features == 32 and module.net.head.fc.in_features == 32
     assert module(torch.zeros(2, 3, 32, 32)).shape == (2, NUM_CLASSES)
 
 
 @pytest.mark.parametrize("extra,message", [
-    (("quadrants.large_similar.head_epochs=8",), "head_epochs=8 (allowed: 0..7, fewer than the epochs) is not allowed"),
-    (("quadrants.large_similar.unfreeze_top=9",), "unfreeze_top=9 (allowed: null or 1..4, the stages kept) is not allowed"),
+    (("regime.finetune_all.head_epochs=8",), "head_epochs=8 (allowed: 0..7, fewer than the epochs) is not allowed"),
+    (("regime.finetune_all.unfreeze_top=9",), "unfreeze_top=9 (allowed: null or 1..4, the stages kept) is not allowed"),
 ])
 def test_bad_phase_settings_are_clear_errors(repo, extra, message):
+    """Catches: impossible phase settings accepted silently."""
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
-        module_for(repo, "finetune_all", "large_similar", *extra)
+        module_for(repo, "finetune_all", *extra, epochs=8)
 
 
 def test_frozen_backbone_stays_in_eval_mode_when_training(repo):
+    """Catches: module.train() putting frozen BatchNorm layers in train mode."""
     _, module = module_for(repo, "freeze_all")
     module.train()
     assert module.training and module.net.head.training

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from transferlab import registry, tracking
+from transferlab.tracking import registry, runs, store as tracking_store
 
 
 def threshold_net() -> nn.Module:
@@ -24,21 +24,24 @@ def threshold_net() -> nn.Module:
 def store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("DVC_ROOT", raising=False)
-    return tracking.client()
+    return tracking_store.client()
 
 
 def test_promotion_needs_more_than_the_margin_on_the_same_test_set(store):
+    """Catches: a champion compared by its old number (not re-scored), an equal challenger promoted,
+    the margin ignored; and versions without the tags and description a user reads."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(100, 2, 2, 3), dtype=np.uint8)
     predicted = (images[:, 0, 0, 0] > 127.5).astype(int)
     labels = predicted.copy()
     labels[:30] = 1 - labels[:30]  # the net gets exactly 70 of 100 right
-    experiment = tracking.experiment_id(store, "t")
+    experiment = tracking_store.experiment_id("t")
 
     def challenger(correct: int, margin: float) -> dict:
         run_id = store.create_run(experiment).info.run_id
-        model = registry.log_model(run_id, threshold_net(), images)
-        return registry.register("t-q", model, run_id, correct, images, labels, margin=margin)
+        model = registry.log_model(run_id, threshold_net(), images, name="q-freeze_all")
+        tags = {"quadrant": "q", "regime": "freeze_all", "seed": "0", "test_acc": f"{correct / 100:.4f}"}
+        return registry.register("t-q", model, tags, "a description", correct, images, labels, margin=margin)
 
     first = challenger(70, 0.0)
     assert first["promoted"] and first["champion_version"] == 1 and first["champion_acc_same_test_set"] is None
@@ -49,4 +52,10 @@ def test_promotion_needs_more_than_the_margin_on_the_same_test_set(store):
     assert not equal["promoted"], "an equal challenger does not take the alias"
     better = challenger(72, 0.01)
     assert better["promoted"] and better["version"] == 4
-    assert int(store.get_model_version_by_alias("t-q", "champion").version) == 4
+    champion = store.get_model_version_by_alias("t-q", "champion")
+    assert int(champion.version) == 4
+    assert champion.tags["regime"] == "freeze_all" and champion.description == "a description"
+    logged = store.get_logged_model(champion.source.removeprefix("models:/"))
+    assert '"version": 4' in logged.tags["mlflow.modelVersions"], "the logged model links to its version"
+    assert logged.name == "q-freeze_all"
+    assert store.get_registered_model("t-q").tags["quadrant"] == "q"

@@ -7,9 +7,8 @@ from dataclasses import replace
 
 from omegaconf import OmegaConf
 
-from transferlab.synthetic import SHAPES, TEXTURES, RenderParams, make_split, render_class
-
-from conftest import REPO
+from helpers import REPO
+from transferlab.datasets.synthetic import SHAPES, TEXTURES, RenderParams, make_split, render_class
 
 RENDER = OmegaConf.to_container(OmegaConf.load(REPO / "conf/experiment/builtin.yaml").render)
 P = RenderParams(image_size=32, **{k: tuple(v) if isinstance(v, list) else v for k, v in RENDER.items()})
@@ -47,8 +46,9 @@ def test_every_class_renders_varied_non_blank_images(family, classes):
 
 
 def test_download_stage_is_deterministic_and_splits_do_not_depend_on_each_other(tmp_path, monkeypatch):
-    """Same seed -> byte-identical files; a bigger training split leaves val and test as they were."""
-    from conftest import copy_project
+    """Same seed -> byte-identical files; a bigger training split leaves val and test as they were.
+    Catches: unseeded generation (DVC outputs that change every run) and splits that share a random stream."""
+    from helpers import copy_project
     from transferlab import download
 
     project = copy_project(tmp_path / "p")

@@ -1,32 +1,49 @@
+"""Where the MLflow store is, its pre-flight check (one line, seconds), retries, closing dead runs."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from transferlab import tracking
+import pytest
+
+from transferlab.core.errors import StoreError
+from transferlab.tracking import store
 
 
 def test_default_store_is_sqlite_at_the_project_root(repo, monkeypatch):
+    """Catches: a store that moves with the working directory."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_ROOT", raising=False)
     monkeypatch.chdir(repo / "src")  # any folder inside the project
-    assert tracking.tracking_uri() == f"sqlite:///{repo / 'mlflow.db'}"
-    assert tracking.artifact_location("exp") == (repo / "mlartifacts" / "exp").as_uri()
+    assert store.tracking_uri() == f"sqlite:///{repo / 'mlflow.db'}"
+    assert store.artifact_location("exp") == (repo / "mlartifacts" / "exp").as_uri()
 
 
-def test_environment_variable_overrides_the_store(repo, monkeypatch):
+def test_environment_variable_overrides_the_store(repo, tmp_path, monkeypatch):
+    """Catches: MLFLOW_TRACKING_URI ignored, or artifacts of another sqlite store written to the working
+    directory (MLflow's default ./mlruns)."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5555")
     monkeypatch.chdir(repo)
-    assert tracking.tracking_uri() == "http://127.0.0.1:5555"
-    assert tracking.artifact_location("exp") is None  # the server decides
+    assert store.tracking_uri() == "http://127.0.0.1:5555"
+    assert store.artifact_location("exp") is None  # the server decides
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    assert store.artifact_location("exp") == (tmp_path / "mlartifacts" / "exp").as_uri()
 
 
 def test_dvc_root_anchors_the_store_outside_a_temporary_copy(repo, tmp_path, monkeypatch):
+    """Catches: `dvc exp run --temp/--queue` writing runs into a copy DVC deletes afterwards."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.chdir(repo)
-    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert Path(tracking.artifact_location("e").removeprefix("file://")) == tmp_path / "mlartifacts" / "e"
+    assert store.tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert Path(store.artifact_location("e").removeprefix("file://")) == tmp_path / "mlartifacts" / "e"
 
 
 def test_retry_on_locked_database_then_gives_up_on_other_errors():
+    """Catches: a busy sqlite file failing a stage at once, or other errors retried for a minute."""
     calls = []
 
     def flaky():
@@ -35,18 +52,74 @@ def test_retry_on_locked_database_then_gives_up_on_other_errors():
             raise RuntimeError("(sqlite3.OperationalError) database is locked")
         return "ok"
 
-    assert tracking.with_retry(flaky) == "ok" and len(calls) == 3
+    assert store.with_retry(flaky) == "ok" and len(calls) == 3
+    with pytest.raises(ValueError, match="other"):
+        store.with_retry(lambda: (_ for _ in ()).throw(ValueError("other")))
+
+
+def test_a_closed_port_fails_within_seconds_with_one_line(monkeypatch):
+    """Catches: a stage that hangs (minutes) on a tracking server that does not answer."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(StoreError) as err:
+        store.check_store()
+    assert time.monotonic() - started < 5
+    assert f"http://127.0.0.1:{port}" in str(err.value) and "unset MLFLOW_TRACKING_URI" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_corrupt_database_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    """Catches: a DatabaseError traceback after data loading."""
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"this is not a database" * 100)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    with pytest.raises(StoreError, match=f"MLflow store {db} is corrupt .*move it away"):
+        store.check_store()
+
+
+def test_a_read_only_store_is_one_line(tmp_path, monkeypatch):
+    """Catches: a permission error deep inside MLflow."""
+    if os.geteuid() == 0:
+        pytest.skip("root writes to read-only folders")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    with pytest.raises(StoreError, match="is not writable"):
+        store.check_store()
+
+
+def test_a_locked_database_is_waited_for_then_one_line(tmp_path, monkeypatch):
+    """Catches: a lock held by another process killing the stage at once (the first retry), and a wait
+    without end. Another process holds a write lock; the check waits, then fails naming the file."""
+    db = tmp_path / "mlflow.db"
+    sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.commit()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, sys, time\n"
+        f"c = sqlite3.connect({str(db)!r}, isolation_level=None); c.execute('BEGIN IMMEDIATE')\n"
+        "print('locked', flush=True); time.sleep(30)")], stdout=subprocess.PIPE, text=True)
     try:
-        tracking.with_retry(lambda: (_ for _ in ()).throw(ValueError("other")))
-    except ValueError as err:
-        assert str(err) == "other"
-    else:
-        raise AssertionError("other errors must not be retried")
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=f"MLflow store {db} stayed locked by another process for 2 s"):
+            store.check_store(lock_wait_s=2)
+        assert 2 <= time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
+    store.check_store(lock_wait_s=2)  # free again: passes
 
 
 def test_credentials_in_the_environment_never_reach_mlflow(repo, tmp_path, monkeypatch):
     """CI passes secrets as environment variables: a run's params, tags and package list must not hold them."""
-    from transferlab.config import load_config
+    from transferlab.core.config import load_config
+    from transferlab.tracking import runs
 
     secrets = {"MLFLOW_TRACKING_PASSWORD": "pw-3f9a1c", "AWS_SECRET_ACCESS_KEY": "key-8d2e77",
                "DVC_REMOTE_SECRET_ACCESS_KEY": "dvc-51b0aa"}
@@ -56,11 +129,14 @@ def test_credentials_in_the_environment_never_reach_mlflow(repo, tmp_path, monke
     monkeypatch.delenv("DVC_ROOT", raising=False)
     monkeypatch.chdir(repo)
     cfg = load_config("pretrain", [], root=repo)
-    run_id = tracking.start_run(cfg, "secrets-check", {"stage": "pretrain"})
-    client = tracking.client()
+    from transferlab.core.config import flatten
+
+    run_id = runs.start_run("secrets-check", "secrets-check", {"stage": "pretrain"}, flatten(cfg), None, 0)
+    runs.finish_run(run_id)
+    client = store.client()
     run = client.get_run(run_id)
     logged = " ".join([*run.data.params.values(), *run.data.tags.values(), *run.data.params, *run.data.tags])
     packages = Path(client.download_artifacts(run_id, "environment/packages.txt", str(tmp_path))).read_text()
-    assert len(run.data.params) > 50, "the resolved config is logged"
+    assert len(run.data.params) > 20, "the resolved config is logged"
     for value in secrets.values():
         assert value not in logged and value not in packages

@@ -1,43 +1,44 @@
-"""Stage `augment`: the albumentations pipeline, augmented training data and a preview.
+"""Stage `augment`: each dataset's augmentation pipeline, the targets' augmented copies, a preview.
 
-The pipeline is an `albumentations.Compose` of the ordered transform list in
-conf/augment/<name>.yaml, each entry instantiated with Hydra. With `augment.copies = K`
-> 0, data/augmented/<dataset>/x_train.npy holds the original training images followed by
-K seeded augmented copies (blocks of N rows each); with K = 0 it holds the originals and
-the training stages apply the same pipeline on the fly (pipeline.yaml beside it).
+Each dataset gets the pipeline its conf/dataset file names (`augment`, overridable per
+experiment entry; conf/augment/<name>.yaml, an ordered albumentations list). Output per
+dataset in data/augmented/<dataset>/: x_train.npy holds the N original training images
+followed by K augmented copies (`augment.copies` for the targets, whose frozen regimes
+train on cached features of these rows; 0 for the source, which pretrains on the fly),
+pipeline.yaml (the transforms the training stages apply on the fly) and meta.json.
+reports/augment/<dataset>.png shows one row per class: an image and augmented views of it.
 """
 
 from __future__ import annotations
 
-import shutil
+from pathlib import Path
 
-import albumentations as A
-import numpy as np
-from hydra.utils import instantiate
-from numpy.lib.format import open_memmap
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 
-from transferlab.cli import run_stage
-from transferlab.config import DATASETS, ConfigError, load_config, paths, save_config
-from transferlab.data import load_card, load_meta, load_split, write_json
+from transferlab.core.config import load_config, paths, project_root, read_yaml
+from transferlab.core.files import staged_dir
+from transferlab.core.names import DATASETS, seed_words
+from transferlab.core.preflight import prepared
+from transferlab.core.stage import heavy_imports, run_stage
 
-PIPELINE_FILE = "pipeline.yaml"
 CHUNK = 8192
 
 
-def build_pipeline(transforms, seed: int | None = None) -> A.Compose:
-    """An albumentations Compose of the configured transforms, in order."""
-    try:
-        steps = [instantiate(t) for t in transforms]
-    except Exception as err:
-        raise ConfigError(f"cannot build augmentation pipeline: {str(err).splitlines()[0]}") from None
-    return A.Compose(steps, seed=seed)
+def pipeline_name(cfg: DictConfig, root: Path, dataset: str) -> str:
+    """The experiment entry's `augment`, else the dataset file's, else none."""
+    use = cfg.experiment.source if dataset == "source" else cfg.experiment.targets[dataset]
+    if use.augment is not None:
+        return use.augment
+    dataset_file = read_yaml(root / "conf" / "dataset" / f"{use.dataset}.yaml")
+    return dataset_file.get("augment", "none")
 
 
-def write_training_rows(folder, images: np.ndarray, labels: np.ndarray, pipeline: A.Compose, copies: int) -> None:
+def write_training_rows(folder: Path, images, labels, pipeline, copies: int) -> None:
     """x_train.npy: the originals, then ``copies`` augmented blocks of them, written through a
     memory map one chunk at a time (a dataset larger than memory stays out of memory)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    import numpy as np
+    from numpy.lib.format import open_memmap
+
     n = len(labels)
     out = open_memmap(folder / "x_train.npy", mode="w+", dtype=np.uint8, shape=(n * (copies + 1), *images.shape[1:]))
     for start in range(0, n, CHUNK):
@@ -51,63 +52,70 @@ def write_training_rows(folder, images: np.ndarray, labels: np.ndarray, pipeline
     np.save(folder / "y_train.npy", np.tile(np.asarray(labels, dtype=np.int64), copies + 1))
 
 
-def preview(images: np.ndarray, pipeline: A.Compose, path, rows: int = 8, views: int = 7) -> None:
-    """A grid: each row is one image, then ``views`` augmented versions of it."""
+def preview(images, labels, classes: list[str], pipeline, title: str, path: Path, views: int = 6) -> None:
+    """One row per class: its first training image, then ``views`` augmented versions of it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, axes = plt.subplots(rows, views + 1, figsize=((views + 1) * 1.1, rows * 1.1))
-    for r in range(rows):
-        original = np.asarray(images[r])
-        for c in range(views + 1):
-            shown = original if c == 0 else pipeline(image=original)["image"]
-            axes[r, c].imshow(shown, interpolation="nearest")
-            axes[r, c].axis("off")
-        axes[r, 0].set_title("original" if r == 0 else "", fontsize=7)
-    fig.suptitle("augmentation preview (row: one source image; columns: augmented views)", fontsize=8)
+    fig, axes = plt.subplots(len(classes), views + 1, figsize=((views + 1) * 1.0 + 1.2, len(classes) * 1.0 + 0.5),
+                             squeeze=False)
+    for row, name in enumerate(classes):
+        original = np.asarray(images[int(np.flatnonzero(labels == row)[0])])
+        for col in range(views + 1):
+            shown = original if col == 0 or pipeline is None else pipeline(image=original)["image"]
+            axes[row, col].imshow(shown, interpolation="nearest")
+            axes[row, col].set_xticks([])
+            axes[row, col].set_yticks([])
+        axes[row, 0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    axes[0, 0].set_title("original", fontsize=8)
+    axes[0, 1].set_title("augmented views" if pipeline is not None else "(no augmentation)", fontsize=8, loc="left")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80, metadata={"Software": None})
     plt.close(fig)
 
 
 def main(argv: list[str]) -> None:
     cfg = load_config("augment", argv)
     where = paths(cfg)
-    transforms = cfg.augment.transforms
-    copies = cfg.augment.copies
-    if copies > 0 and len(transforms) == 0:
-        raise ConfigError(f"augment.copies={copies} needs a non-empty transform list (augment.name={cfg.augment.name})")
-    build_pipeline(transforms)  # fail on a bad transform before any work
-    out_root = where["augmented"]
-    if out_root.exists():
-        shutil.rmtree(out_root)
-    for index, name in enumerate(DATASETS):
-        meta = load_card(where["raw"] / name)
-        x, y = load_split(where["raw"] / name, "train")
-        pipeline = build_pipeline(transforms, seed=None if cfg.seed is None else cfg.seed * 100 + index)
-        folder = out_root / name
-        write_training_rows(folder, x, y, pipeline, copies)
-        (folder / PIPELINE_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create({"transforms": transforms})))
-        write_json(folder / "meta.json", {"classes": meta["classes"], "copies": copies, "originals": int(len(y)),
-                                          "on_the_fly": copies == 0 and len(transforms) > 0})
-        print(f"{name}: {len(y)} training images + {copies} augmented copies -> {len(y) * (copies + 1)}")
-    save_config(cfg, out_root / "config.yaml")
-    preview_path = where["reports"] / "augment_preview.png"
-    preview_path.parent.mkdir(parents=True, exist_ok=True)
-    x, _ = load_split(where["raw"] / "source", "train")
-    preview(x, build_pipeline(transforms, seed=cfg.seed), preview_path)
+    root = project_root()
+    from transferlab.data.augmentation import pipeline_config
 
+    plans = {}
+    for dataset in DATASETS:  # every pipeline checked before any work
+        name = pipeline_name(cfg, root, dataset)
+        plans[dataset] = (name, pipeline_config(root, name))
+    inputs = {where["raw"] / d / "card.json": "download" for d in DATASETS}
+    with prepared("augment", inputs, [where["augmented"], where["reports"] / "augment"]):
+        with heavy_imports():
+            import numpy as np
+            from omegaconf import OmegaConf
 
-def training_transform(folder, seed: int | None) -> A.Compose | None:
-    """The seeded on-the-fly pipeline for a dataset in data/augmented, or None when materialised.
-
-    DataLoader workers re-seed their copy (transferlab.training.seed_worker_transform).
-    """
-    meta = load_meta(folder)
-    if not meta["on_the_fly"]:
-        return None
-    return build_pipeline(OmegaConf.load(folder / PIPELINE_FILE).transforms, seed=seed)
+            from transferlab.core.config import save_config
+            from transferlab.core.files import write_json, write_text
+            from transferlab.data.arrays import load_card, load_split
+            from transferlab.data.augmentation import PIPELINE_FILE, build_pipeline
+        with staged_dir(where["augmented"]) as staging, staged_dir(where["reports"] / "augment") as previews:
+            for dataset, (name, transforms) in plans.items():
+                card = load_card(where["raw"] / dataset)
+                x, y = load_split(where["raw"] / dataset, "train")
+                copies = cfg.augment.copies if dataset != "source" and transforms else 0
+                seed = int(np.random.SeedSequence(seed_words(cfg.seed or 0, dataset, "copies")).generate_state(1)[0])
+                pipeline = build_pipeline(transforms, seed=seed) if transforms else None
+                folder = staging / dataset
+                folder.mkdir()
+                write_training_rows(folder, x, y, pipeline, copies)
+                write_text(folder / PIPELINE_FILE, OmegaConf.to_yaml({"name": name, "transforms": transforms}))
+                write_json(folder / "meta.json", {"classes": card["classes"], "copies": copies,
+                                                  "originals": int(len(y)), "pipeline": name})
+                preview(x, y, card["classes"], build_pipeline(transforms, seed=seed) if transforms else None,
+                        f"{dataset} ({card['source'].get('dataset')}): augmentation '{name}'",
+                        previews / f"{dataset}.png")
+                print(f"{dataset}: augmentation '{name}', {len(y)} training images + {copies} augmented copies "
+                      f"-> {len(y) * (copies + 1)}")
+            save_config(cfg, staging / "config.yaml")
 
 
 if __name__ == "__main__":

@@ -1,34 +1,32 @@
-"""Stage `cut_sweep@<quadrant>-<cut_at>-<seed>`: one point of truncate_freeze's cut-point sweep.
+"""Stage `cut_sweep`: truncate_freeze at every cut point of `cut_sweep.cut_at`, every seed, on the
+quadrants of `cut_sweep.quadrants` (a similar and a different target by default).
 
-Keeps the pretrained stages up to and including ``cut_at``, frozen, trains a new head with
-the matrix budget (see regime_matrix.py) and tests it. Swept over every stage of the model
-for a similar and a different target, this is the layer-transferability curve of Yosinski
-et al. (2014): how far up the pretrained features stay useful. Result:
-reports/matrix/cuts/<quadrant>-<cut_at>-s<seed>.json.
+Keeping the pretrained stages up to and including `cut_at`, frozen, with a new head trained
+on them: how far up the pretrained features stay useful for each target (the
+layer-transferability curve of Yosinski et al., 2014). Output: models/cut_sweep/results.json.
+The work is in transferlab.training.comparison.
 """
 
 from __future__ import annotations
 
-from transferlab.cli import run_stage
-from transferlab.config import ConfigError, load_config, paths
-from transferlab.regime_matrix import run_cell
-
-CUTS = "matrix/cuts"  # under reports/
-
-
-def cut_name(quadrant: str, cut_at: str, seed: int) -> str:
-    return f"{quadrant}-{cut_at}-s{seed}"
+from transferlab.core.config import load_config, paths, project_root
+from transferlab.core.files import scratch_dir
+from transferlab.core.preflight import prepared
+from transferlab.core.stage import heavy_imports, launched_as_global_zero, run_stage
+from transferlab.tracking.store import check_store
 
 
 def main(argv: list[str]) -> None:
-    cut_at = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("cut_at=")), None)
-    if cut_at is None:
-        raise ConfigError("cut_sweep needs cut_at=<stage name of the model>")
-    rest = [arg for arg in argv if not arg.startswith("cut_at=")]
-    quadrant = next((arg.split("=", 1)[1] for arg in rest if arg.startswith("quadrant=")), None)
-    cfg = load_config("cut_sweep", [*rest, "regime=truncate_freeze", f"quadrants.{quadrant}.cut_at={cut_at}"])
-    out_file = paths(cfg)["reports"] / CUTS / f"{cut_name(cfg.quadrant, cut_at, cfg.seed)}.json"
-    run_cell(cfg, out_file, "cut_sweep")
+    cfg = load_config("cut_sweep", argv)
+    where = paths(cfg)
+    inputs = {where["models"] / "pretrain" / "meta.json": "pretrain", where["models"] / "pretrain" / "backbone.pt": "pretrain",
+              **{where["augmented"] / q / "meta.json": "augment" for q in cfg.cut_sweep.quadrants}}
+    with prepared("cut_sweep", inputs, [where["models"] / "cut_sweep"], check_store):
+        with heavy_imports():
+            from transferlab.tracking.runs import open_pipeline
+            from transferlab.training.comparison import run_cut_sweep
+        parent = open_pipeline(cfg).run_id if launched_as_global_zero() else None
+        run_cut_sweep(cfg, scratch_dir(project_root(), "state", "cut_sweep"), parent)
 
 
 if __name__ == "__main__":

@@ -28,24 +28,17 @@ from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from transferlab import prepare
-from transferlab.cli import run_stage
-from transferlab.config import (DATASETS, QUADRANTS, ConfigError, check_option, load_config, paths, project_root,
-                                save_config)
-from transferlab.data import SPLITS, write_json
-from transferlab.sources import GeneratedSource
+from transferlab.core.config import check_option, load_config, paths, project_root, save_config
+from transferlab.core.errors import ConfigError
+from transferlab.core.files import staged_dir, write_json
+from transferlab.core.names import DATASETS, QUADRANTS, SPLITS
+from transferlab.core.schema import DatasetUse
+from transferlab.core.preflight import prepared
+from transferlab.core.stage import run_stage
+from transferlab.datasets import prepare
+from transferlab.datasets.sources import GeneratedSource
 
 SPLIT_SEED = {"train": 0, "val": 1, "test": 2}
-
-
-@dataclass
-class DatasetUse:
-    """Schema of one dataset entry of an experiment (its source or a target)."""
-
-    dataset: str = MISSING                 # a file of conf/dataset/
-    classes: Optional[list[str]] = None    # null: every class of the dataset, in its order
-    size: Optional[str] = None             # targets: small | large (data.<size>_train_per_class)
-    train_per_class: Optional[int] = None  # overrides the size's count for this dataset
 
 
 @dataclass
@@ -59,23 +52,27 @@ def _use(cfg: DictConfig, key: str) -> DatasetUse:
     node = OmegaConf.select(cfg, f"experiment.{key}")
     if node is None:
         raise ConfigError(f"experiment {cfg.experiment.name} has no {key} (see conf/experiment/builtin.yaml)")
-    try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DatasetUse), node))
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"experiment.{key}: {str(err).splitlines()[0]}") from None
+    return OmegaConf.to_object(node)
 
 
 def plans(cfg: DictConfig) -> list[Plan]:
     data = cfg.data
-    held_out = {"val": data.val_per_class, "test": data.test_per_class}
+
+    def held_out(use: DatasetUse) -> dict:
+        return {"val": use.val_per_class or data.val_per_class, "test": use.test_per_class or data.test_per_class}
+
     source = _use(cfg, "source")
-    out = [Plan("source", source, {"train": source.train_per_class or data.source_train_per_class, **held_out})]
+    out = [Plan("source", source, {"train": source.train_per_class or data.source_train_per_class,
+                                   **held_out(source)})]
+    unknown = sorted(set(cfg.experiment.targets) - set(QUADRANTS))
+    if unknown:
+        raise ConfigError(f"unknown key 'experiment.targets.{unknown[0]}' (allowed: {', '.join(QUADRANTS)})")
     for quadrant in QUADRANTS:
         use = _use(cfg, f"targets.{quadrant}")
         if use.size not in ("small", "large"):
             raise ConfigError(f"experiment.targets.{quadrant}.size={use.size!r} is not allowed (allowed: small, large)")
         train = use.train_per_class or data[f"{use.size}_train_per_class"]
-        out.append(Plan(quadrant, use, {"train": train, **held_out}))
+        out.append(Plan(quadrant, use, {"train": train, **held_out(use)}))
     if data.on_bad_image not in prepare.BAD_IMAGE_POLICIES:
         raise ConfigError(f"data.on_bad_image={data.on_bad_image!r} is not allowed "
                           f"(allowed: {', '.join(prepare.BAD_IMAGE_POLICIES)})")
@@ -87,7 +84,9 @@ def build_sources(cfg: DictConfig, root: Path, names: list[str]) -> dict:
     cfg.datasets = {}
     for name in names:
         check_option(root, "dataset", name)
-        cfg.datasets[name] = OmegaConf.load(root / "conf" / "dataset" / f"{name}.yaml")
+        dataset_file = OmegaConf.load(root / "conf" / "dataset" / f"{name}.yaml")
+        dataset_file.pop("augment", None)  # the augment stage's
+        cfg.datasets[name] = dataset_file
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
@@ -124,22 +123,22 @@ def check_classes(plan: Plan, source) -> list[str]:
     return chosen
 
 
-def prepare_generated(cfg: DictConfig, plan: Plan, source: GeneratedSource, folder: Path) -> dict:
+def prepare_generated(cfg: DictConfig, plan: Plan, source: GeneratedSource, folder: Path, pool) -> dict:
     for split in SPLITS:
         if plan.counts[split] is None:
             raise ConfigError(f"{plan.name}: generated data needs a number of images per class for {split} (got null)")
     classes = check_classes(plan, source)
     folder.mkdir(parents=True)
-    for split in SPLITS:
+    for split in SPLITS:  # classes render in parallel in the pool
         seed_words = [cfg.seed or 0, DATASETS.index(plan.name), SPLIT_SEED[split]]
-        x, y = source.generate(classes, plan.counts[split], seed_words, cfg.data.image_size)
+        x, y = source.generate(classes, plan.counts[split], seed_words, cfg.data.image_size, pool)
         rows = np.arange(len(y))
         prepare.write_arrays(folder, split, x, y, rows)
     prepare.write_skipped(folder, [])
     return {"classes": classes, "extra": {"skipped": 0, "ignored_files": 0}}
 
 
-def prepare_real(cfg: DictConfig, plan: Plan, source, folder: Path) -> dict:
+def prepare_real(cfg: DictConfig, plan: Plan, source, folder: Path, pool) -> dict:
     """Decode, check, pick and write one dataset from a source with real images."""
     where, policy, size = plan.name, cfg.data.on_bad_image, cfg.data.image_size
     draws_from = {split: split if split in source.splits else "train" for split in SPLITS}
@@ -157,7 +156,7 @@ def prepare_real(cfg: DictConfig, plan: Plan, source, folder: Path) -> dict:
     decoded = {}
     for src, raw in raws.items():
         chosen = np.flatnonzero(class_map[raw.labels] >= 0)
-        decoded[src] = prepare.decode_split(raw, src, chosen, class_map, size, folder / f".decoded-{src}.npy")
+        decoded[src] = prepare.decode_split(raw, src, chosen, class_map, size, folder / f".decoded-{src}.npy", pool)
     skipped = [(src, key, reason) for src, d in decoded.items() for key, reason in d.bad]
     if skipped and policy == "fail":
         raise prepare.bad_input_error(where, "image files that do not decode", [(k, r) for _, k, r in skipped])
@@ -183,6 +182,35 @@ def prepare_real(cfg: DictConfig, plan: Plan, source, folder: Path) -> dict:
                                           "splits_drawn_from": draws_from}}
 
 
+def check_sizes(cfg: DictConfig, todo: list[Plan], sources: dict, raw: Path) -> None:
+    """Generated data is made to the asked counts: refuse counts the disk or the memory cannot hold,
+    before generating anything (real data is bounded by the images it has, checked when picking)."""
+    pixels = cfg.data.image_size ** 2 * 3
+    total, largest, where = 0, 0, ""
+    for plan in todo:
+        source = sources[plan.use.dataset]
+        if not isinstance(source, GeneratedSource):
+            continue
+        classes = len(plan.use.classes or source.classes)
+        for split in SPLITS:
+            size = (plan.counts[split] or 0) * classes * pixels
+            total += size
+            if size > largest:
+                largest, where = size, f"{plan.name} {split}"
+    probe = raw
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    gb = 1 << 30
+    if total > free:
+        raise ConfigError(f"the data.*_per_class counts would need {total / gb:.1f} GB for data/raw, {free / gb:.1f} GB "
+                          f"are free: lower them")
+    if largest > memory / 2:
+        raise ConfigError(f"the data.*_per_class counts would need {largest / gb:.1f} GB of memory for {where}, "
+                          f"{memory / gb:.1f} GB are available: lower them")
+
+
 def main(argv: list[str]) -> None:
     cfg = load_config("download", argv)
     root = project_root()
@@ -192,34 +220,28 @@ def main(argv: list[str]) -> None:
         if isinstance(sources[plan.use.dataset], GeneratedSource) or plan.use.classes is not None:
             check_classes(plan, sources[plan.use.dataset])
     where = paths(cfg)
-    # Under `dvc exp run --queue` the stage runs in a temporary copy: keep the download cache in the real repository.
-    downloads = Path(os.environ.get("DVC_ROOT", root)) / cfg.paths.downloads
-    for name, source in sources.items():
-        source.fetch(downloads / name)
-
+    check_sizes(cfg, todo, sources, where["raw"])
     raw = where["raw"]
-    staging = raw.with_name(raw.name + ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        for plan in todo:
-            source = sources[plan.use.dataset]
-            folder = staging / plan.name
-            make = prepare_generated if isinstance(source, GeneratedSource) else prepare_real
-            made = make(cfg, plan, source, folder)
-            info = prepare.card(folder, plan.name, made["classes"], {"dataset": plan.use.dataset, **source.describe()},
-                                cfg.data.image_size, {"seed": cfg.seed, "on_bad_image": cfg.data.on_bad_image,
-                                                      **made["extra"]})
-            write_json(folder / "card.json", info)
-            counts = "/".join(str(info["counts"][s]) for s in SPLITS)
-            print(f"{plan.name}: {plan.use.dataset}, {len(made['classes'])} classes, train/val/test images = {counts}"
-                  + (f", {info['skipped']} skipped (see {raw / plan.name / 'skipped.csv'})" if info["skipped"] else ""))
-        save_config(cfg, staging / "config.yaml")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if raw.exists():
-        shutil.rmtree(raw)
-    staging.replace(raw)
+    with prepared("download", {}, [raw]):
+        # Under `dvc exp run --queue` the stage runs in a temporary copy: keep the download cache in the real repository.
+        downloads = Path(os.environ.get("DVC_ROOT", root)) / cfg.paths.downloads
+        for name, source in sources.items():
+            source.fetch(downloads / name)
+        with staged_dir(raw) as staging, prepare.worker_pool() as pool:  # data/raw: replaced only if all five succeed
+            for plan in todo:
+                source = sources[plan.use.dataset]
+                folder = staging / plan.name
+                make = prepare_generated if isinstance(source, GeneratedSource) else prepare_real
+                made = make(cfg, plan, source, folder, pool)
+                info = prepare.card(folder, plan.name, made["classes"],
+                                    {"dataset": plan.use.dataset, **source.describe()}, cfg.data.image_size,
+                                    {"seed": cfg.seed, "on_bad_image": cfg.data.on_bad_image, **made["extra"]})
+                write_json(folder / "card.json", info)
+                counts = "/".join(str(info["counts"][s]) for s in SPLITS)
+                print(f"{plan.name}: {plan.use.dataset}, {len(made['classes'])} classes, train/val/test images = "
+                      f"{counts}" + (f", {info['skipped']} skipped (see {raw / plan.name / 'skipped.csv'})"
+                                     if info["skipped"] else ""))
+            save_config(cfg, staging / "config.yaml")
 
 
 if __name__ == "__main__":

@@ -1,255 +1,265 @@
-"""Stage `report`: reports/metrics.json (DVC metrics), reports/summary.md and figures in reports/figures/.
+"""Stage `report`: the verdict everywhere a user looks.
 
-Always: the pipeline's four quadrants (each under the regime params.yaml gives it). When
-``matrix.seeds`` is not empty, also the regime × quadrant matrix (a heatmap of mean ± std
-test accuracy with the course note's recommended regime marked, and per quadrant in words
-which regime won and by how much) and truncate_freeze's cut-point curve. The words are
-computed from the results, whatever they say; nothing here knows what "should" win.
+Reads reports/evaluate/comparison.json (every regime's validation and test metrics over seeds
+and each quadrant's winner, chosen on validation) and models/cut_sweep/results.json; writes
+
+- reports/metrics.json (DVC metrics, numbers only): per quadrant the winner's test accuracy, the
+  winner (its number in the canonical order, see README) and its validation margin, then every
+  regime's test acc and macro-F1, mean and std over seeds;
+- reports/summary.md: the verdict per quadrant in words, the tables, the figures;
+- reports/figures/: the quadrant x regime heatmap and the cut-point curve;
+- reports/comparison.csv, reports/cut_sweep.csv, reports/learning_curves.csv: for `dvc plots`
+  (templates in .dvc/plots/: coloured by regime, one panel per quadrant, chance marked);
+
+and logs the verdict into the pipeline's parent MLflow run (per-quadrant metrics, winner
+tags, the summary as its description, the report's files as artifacts). The words are
+computed from the numbers, whatever they say; nothing here knows what "should" win.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import numpy as np
-from omegaconf import DictConfig
-from rich.console import Console
-from rich.table import Table
+from transferlab.core.config import load_config, paths
+from transferlab.core.names import REGIMES
+from transferlab.core.preflight import prepared
+from transferlab.core.stage import heavy_imports, run_stage
+from transferlab.tracking.store import check_store
 
-from transferlab import tracking
-from transferlab.cli import run_stage
-from transferlab.config import QUADRANTS, ConfigError, load_config, paths, save_config
-from transferlab.cut_sweep import CUTS, cut_name
-from transferlab.data import write_json
-from transferlab.regime_matrix import CELLS, cell_name
-
-METRIC_KEYS = ("acc", "macro_f1", "loss", "ece")
-# The course note's rule (DESIGN.md §2): the regime it recommends for each quadrant.
-RECOMMENDED = {"small_similar": "freeze_all", "small_different": "truncate_freeze",
-               "large_similar": "finetune_all", "large_different": "scratch"}
+METRICS_FILE = "metrics.json"
+FIGURES = "figures"
 
 
-def collect(eval_dir) -> dict[str, dict]:
-    results = {}
-    for quadrant in QUADRANTS:
-        path = eval_dir / quadrant / "metrics.json"
-        if not path.is_file():
-            raise ConfigError(f"{path} not found: run `dvc repro evaluate@{quadrant}` first")
-        found = json.loads(path.read_text())
-        results[quadrant] = {"regime": found["regime"], "n_test": found["n_test"], "chance": round(found["chance"], 4),
-                             **{k: round(found[k], 4) for k in METRIC_KEYS}}
-    return results
+def metrics_json(comparison: dict) -> dict:
+    """Numbers only, the headline first: DVC keeps the file's order, so `dvc exp show` (which hides the
+    columns that do not fit) shows every quadrant's winner accuracy before the details. `winner` is the
+    winning regime's number in REGIMES (1 = freeze_all, 2 = truncate_freeze, 3 = finetune_all, 4 = scratch)."""
+    out: dict = {"winner_acc": {}, "winner": {}, "margin_val": {}}
+    for quadrant, entry in comparison.items():
+        v = entry["verdict"]
+        out["winner_acc"][quadrant] = v["winner_test"]["acc"]["mean"]
+        out["winner"][quadrant] = REGIMES.index(v["winner"]) + 1
+        if v["runner_up"]:
+            out["margin_val"][quadrant] = v["margin_val"]
+    for quadrant, entry in comparison.items():
+        out[quadrant] = {regime: {"acc": s["test"]["acc"]["mean"], "acc_std": s["test"]["acc"]["std"],
+                                  "macro_f1": s["test"]["macro_f1"]["mean"],
+                                  "macro_f1_std": s["test"]["macro_f1"]["std"]}
+                         for regime, s in entry["regimes"].items()}
+    return out
 
 
-def _read_runs(files: dict, rerun_hint: str) -> dict:
-    found = {}
-    for key, path in files.items():
-        if not path.is_file():
-            raise ConfigError(f"{path} not found: run `{rerun_hint}` first")
-        found[key] = json.loads(path.read_text())["test"]["acc"]
-    return found
+def cut_sweep_table(results: dict) -> dict:
+    """{quadrant: {cut: {"val": stats, "test": stats}}} from models/cut_sweep/results.json."""
+    from transferlab.analysis.verdict import stats
+
+    table = {}
+    for quadrant, by_cut in results["quadrants"].items():
+        table[quadrant] = {}
+        for cut, entry in by_cut.items():
+            runs = list(entry["seeds"].values())
+            table[quadrant][cut] = {"val": stats([r["val_acc"] for r in runs]),
+                                    "test": stats([r["test"]["acc"] for r in runs])}
+    return table
 
 
-def _stats(values: list[float]) -> dict:
-    array = np.asarray(values, dtype=float)
-    return {"mean": round(float(array.mean()), 4), "std": round(float(array.std(ddof=1)) if len(array) > 1 else 0.0, 4),
-            "n": len(array), "per_seed": [round(v, 4) for v in values]}
+def _cell(s: dict) -> str:
+    return f"{s['mean']:.3f} ± {s['std']:.3f}"
 
 
-def collect_matrix(cfg: DictConfig, reports: Path) -> dict[str, dict[str, dict]]:
-    """{quadrant: {regime: stats of test acc over matrix.seeds}} from the cells the params ask for."""
-    m = cfg.matrix
-    files = {(q, r, s): reports / CELLS / f"{cell_name(q, r, s)}.json"
-             for q in m.quadrants for r in m.regimes for s in m.seeds}
-    acc = _read_runs(files, "dvc repro regime_matrix")
-    return {q: {r: _stats([acc[q, r, s] for s in m.seeds]) for r in m.regimes} for q in m.quadrants}
+def summary_markdown(cfg, comparison: dict, sweep: dict, cuts: list[str]) -> str:
+    from transferlab.analysis.verdict import sentence
+    from transferlab.core.names import COURSE_NOTE
 
-
-def collect_cut_sweep(cfg: DictConfig, reports: Path) -> dict[str, dict[str, dict]]:
-    """{quadrant: {cut_at: stats of test acc over matrix.seeds}}, cuts in params order."""
-    m = cfg.matrix
-    files = {(q, c, s): reports / CUTS / f"{cut_name(q, c, s)}.json"
-             for q in m.cut_sweep.quadrants for c in m.cut_sweep.cut_at for s in m.seeds}
-    acc = _read_runs(files, "dvc repro cut_sweep")
-    return {q: {c: _stats([acc[q, c, s] for s in m.seeds]) for c in m.cut_sweep.cut_at} for q in m.cut_sweep.quadrants}
-
-
-def matrix_verdicts(matrix: dict[str, dict[str, dict]]) -> list[str]:
-    """Per quadrant, in words: which regime won, by how much, how consistently, and the recommended one."""
-    lines = []
-    for quadrant, by_regime in matrix.items():
-        ranked = sorted(by_regime, key=lambda r: by_regime[r]["mean"], reverse=True)
-        best, line = by_regime[ranked[0]], f"**{quadrant}**: `{ranked[0]}` won"
-        line += f" with test acc {best['mean']:.3f} ± {best['std']:.3f}"
-        if len(ranked) > 1:
-            second = by_regime[ranked[1]]
-            wins = sum(a > b for a, b in zip(best["per_seed"], second["per_seed"]))
-            margin = best["mean"] - second["mean"]
-            line += (f", {margin:.3f} ahead of `{ranked[1]}` ({second['mean']:.3f} ± {second['std']:.3f}); "
-                     f"it beat it on {wins} of {best['n']} seeds")
-            if margin <= max(best["std"], second["std"]):
-                line += " (a gap within one standard deviation: not a clear win at this many seeds)"
-        line += "."
-        recommended = RECOMMENDED.get(quadrant)
-        if recommended == ranked[0]:
-            line += " That is the regime the course note recommends."
-        elif recommended in by_regime:
-            rec = by_regime[recommended]
-            line += (f" The course note recommends `{recommended}`: {rec['mean']:.3f} ± {rec['std']:.3f}, "
-                     f"{best['mean'] - rec['mean']:.3f} behind (rank {ranked.index(recommended) + 1} of {len(ranked)}).")
-        lines.append(line)
-    return lines
-
-
-def matrix_figure(matrix: dict[str, dict[str, dict]], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    quadrants, regimes = list(matrix), list(next(iter(matrix.values())))
-    means = np.array([[matrix[q][r]["mean"] for r in regimes] for q in quadrants])
-    fig, ax = plt.subplots(figsize=(1.9 * len(regimes) + 2, 0.9 * len(quadrants) + 1.6))
-    image = ax.imshow(means, cmap="viridis", vmin=0, vmax=1)
-    for i, q in enumerate(quadrants):
-        best = int(np.argmax(means[i]))
-        for j, r in enumerate(regimes):
-            cell = matrix[q][r]
-            ax.text(j, i, f"{cell['mean']:.3f}\n± {cell['std']:.3f}", ha="center", va="center", fontsize=8,
-                    color="white" if cell["mean"] < 0.6 else "black", fontweight="bold" if j == best else "normal")
-            if RECOMMENDED.get(q) == r:
-                ax.add_patch(Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False, edgecolor="red", linewidth=2.5))
-    n = next(iter(next(iter(matrix.values())).values()))["n"]
-    ax.set_xticks(range(len(regimes)), regimes, fontsize=8)
-    ax.set_yticks(range(len(quadrants)), quadrants, fontsize=8)
-    ax.set_title(f"mean test acc ± std over {n} seeds; red box: course note's regime, bold: best", fontsize=8)
-    fig.colorbar(image, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def cut_sweep_figure(sweep: dict[str, dict[str, dict]], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for quadrant, by_cut in sweep.items():
-        cuts = list(by_cut)
-        ax.errorbar(range(len(cuts)), [by_cut[c]["mean"] for c in cuts], yerr=[by_cut[c]["std"] for c in cuts],
-                    marker="o", capsize=3, label=quadrant)
-        ax.set_xticks(range(len(cuts)), cuts)
-    ax.set_xlabel("cut_at: last pretrained stage kept (frozen)")
-    ax.set_ylabel("test acc (mean ± std over seeds)")
-    ax.set_ylim(0, 1)
-    ax.set_title("truncate_freeze: transferability of each depth", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def comparison_figure(results: dict[str, dict], path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    labels = [f"{q}\n({r['regime']})" for q, r in results.items()]
-    x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for offset, key in ((-0.2, "acc"), (0.2, "macro_f1")):
-        bars = ax.bar(x + offset, [r[key] for r in results.values()], width=0.4, label=f"test {key}")
-        ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.scatter(x, [r["chance"] for r in results.values()], marker="_", s=900, color="black", label="chance", zorder=3)
-    ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylim(0, 1.15)
-    ax.set_ylabel("test score")
-    ax.set_title("transfer regimes per quadrant")
-    ax.legend(fontsize=8, loc="upper left", ncols=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def summary_markdown(results: dict[str, dict]) -> str:
-    lines = ["# Transfer-learning regimes: test results", "",
-             "| quadrant | regime | test acc | test macro-F1 | test loss | chance | test images |",
-             "|---|---|---|---|---|---|---|"]
-    for quadrant, r in results.items():
-        lines.append(f"| {quadrant} | {r['regime']} | {r['acc']:.4f} | {r['macro_f1']:.4f} | {r['loss']:.4f} "
-                     f"| {r['chance']:.3f} | {r['n_test']} |")
-    lines += ["", "![comparison](figures/comparison.png)", "", "Confusion matrices: " +
-              ", ".join(f"[{q}](eval/{q}/confusion.png)" for q in results), ""]
-    return "\n".join(lines)
-
-
-def matrix_markdown(cfg: DictConfig, matrix: dict, sweep: dict) -> str:
-    m = cfg.matrix
-    regimes = list(m.regimes)
-    lines = ["## Every regime on every quadrant", "",
-             f"Test accuracy, mean ± std over seeds {list(m.seeds)}. Every run: {m.steps} optimizer steps at its "
-             f"regime's learning rate ({', '.join(f'{r} {m.lr[r]}' for r in regimes)}), best-val checkpoint tested; "
-             f"truncate_freeze cut at `{m.cut_at}`. Marked *: the course note's regime for the quadrant.", "",
-             "| quadrant | " + " | ".join(regimes) + " |", "|---" * (len(regimes) + 1) + "|"]
-    for quadrant, by_regime in matrix.items():
-        cells = [f"{by_regime[r]['mean']:.3f} ± {by_regime[r]['std']:.3f}{' *' if RECOMMENDED.get(quadrant) == r else ''}"
-                 for r in regimes]
+    regimes = [r for r in REGIMES if r in next(iter(comparison.values()))["regimes"]]
+    lines = ["# Which transfer regime wins? The measured answer", "",
+             f"Every regime in `regimes` trained on every quadrant, once per seed {list(cfg.seeds)}, each with the same "
+             f"budget ({cfg.finetune.steps} optimizer steps, batch {cfg.finetune.batch_size}, its own learning rate). "
+             f"The winner of a quadrant is the regime with the best **mean validation accuracy**; the test split is "
+             f"reported for every regime and never used to choose.", "",
+             "| quadrant | winner (validation) | its test acc | runner-up | validation margin | seeds won "
+             "| within 1 std | course note's regime (rank) |", "|---|---|---|---|---|---|---|---|"]
+    for quadrant, entry in comparison.items():
+        v = entry["verdict"]
+        runner = v["runner_up"] or "-"
+        margin = f"{v['margin_val']:.3f}" if v["runner_up"] else "-"
+        won = f"{v['seeds_won']} of {v['seeds_compared']}" if v["runner_up"] else "-"
+        within = ("yes" if v["within_one_std"] else "no") if v["runner_up"] else "-"
+        rank = f"{v['course_note']} ({v['course_note_rank']} of {len(entry['regimes'])})" \
+            if v["course_note_rank"] else f"{v['course_note']} (not run)"
+        lines.append(f"| {quadrant} | **{v['winner']}** | {_cell(v['winner_test']['acc'])} | {runner} | {margin} "
+                     f"| {won} | {within} | {rank} |")
+    lines += ["", *[f"- {sentence(q, e)}" for q, e in comparison.items()], "",
+              f"![regime matrix]({FIGURES}/regime_matrix.png)", "",
+              "## Every regime on every quadrant", "",
+              "Validation accuracy (the criterion) / test accuracy, mean ± std over seeds. "
+              "Marked *: the course note's regime; bold: the winner.", "",
+              "| quadrant | " + " | ".join(regimes) + " |", "|---" * (len(regimes) + 1) + "|"]
+    for quadrant, entry in comparison.items():
+        cells = []
+        for regime in regimes:
+            s = entry["regimes"][regime]
+            text = f"{_cell(s['val'])} / {_cell(s['test']['acc'])}{' *' if COURSE_NOTE[quadrant] == regime else ''}"
+            cells.append(f"**{text}**" if regime == entry["verdict"]["winner"] else text)
         lines.append(f"| {quadrant} | " + " | ".join(cells) + " |")
-    lines += ["", "![regime matrix](figures/regime_matrix.png)", "", *[f"- {v}" for v in matrix_verdicts(matrix)], "",
-              "## Cut-point sweep (truncate_freeze)", "",
-              "| quadrant | " + " | ".join(m.cut_sweep.cut_at) + " |", "|---" * (len(m.cut_sweep.cut_at) + 1) + "|"]
-    for quadrant, by_cut in sweep.items():
-        lines.append(f"| {quadrant} | " + " | ".join(f"{v['mean']:.3f} ± {v['std']:.3f}" for v in by_cut.values()) + " |")
-    lines.append("")
-    for quadrant, by_cut in sweep.items():
-        best = max(by_cut, key=lambda c: by_cut[c]["mean"])
-        lines.append(f"- **{quadrant}**: the best cut is `{best}` ({by_cut[best]['mean']:.3f}); keeping every stage "
-                     f"(`{list(by_cut)[-1]}`) gives {list(by_cut.values())[-1]['mean']:.3f}.")
-    lines += ["", "![cut-point sweep](figures/cut_sweep.png)", ""]
+    lines += ["", "Test macro-F1, mean ± std:", "", "| quadrant | " + " | ".join(regimes) + " |",
+              "|---" * (len(regimes) + 1) + "|"]
+    for quadrant, entry in comparison.items():
+        lines.append(f"| {quadrant} | " + " | ".join(_cell(entry["regimes"][r]["test"]["macro_f1"]) for r in regimes)
+                     + " |")
+    if sweep:
+        lines += ["", "## Cut-point sweep (truncate_freeze)", "",
+                  "Validation / test accuracy, mean ± std over seeds, keeping the pretrained stages up to each cut.", "",
+                  "| quadrant | " + " | ".join(cuts) + " |", "|---" * (len(cuts) + 1) + "|"]
+        for quadrant, by_cut in sweep.items():
+            lines.append(f"| {quadrant} | " + " | ".join(f"{_cell(by_cut[c]['val'])} / {_cell(by_cut[c]['test'])}"
+                                                          for c in cuts) + " |")
+        lines.append("")
+        for quadrant, by_cut in sweep.items():
+            best = max(cuts, key=lambda c: by_cut[c]["val"]["mean"])
+            lines.append(f"- **{quadrant}**: the best cut on validation is `{best}` (test {_cell(by_cut[best]['test'])});"
+                         f" keeping every stage (`{cuts[-1]}`) gives test {_cell(by_cut[cuts[-1]]['test'])}.")
+        lines += ["", f"![cut-point sweep]({FIGURES}/cut_sweep.png)"]
+    lines += ["", "Confusion matrices of the winners: " +
+              ", ".join(f"[{q}](evaluate/{q}/confusion.png)" for q in comparison), ""]
     return "\n".join(lines)
+
+
+def _chance(entry: dict) -> float:
+    return round(1 / entry["num_classes"], 6)
+
+
+def comparison_csv(comparison: dict) -> str:
+    """Every regime on every quadrant, for `dvc plots` (template .dvc/plots/regimes.json)."""
+    from transferlab.core.names import COURSE_NOTE
+
+    lines = ["quadrant,regime,role,course_note,test_acc,test_acc_std,low,high,val_acc,chance"]
+    for quadrant, entry in comparison.items():
+        for regime, s in entry["regimes"].items():
+            acc = s["test"]["acc"]
+            role = "winner" if regime == entry["verdict"]["winner"] else "other"
+            note = "prescribed" if COURSE_NOTE[quadrant] == regime else ""
+            lines.append(f"{quadrant},{regime},{role},{note},{acc['mean']},{acc['std']},"
+                         f"{round(acc['mean'] - acc['std'], 6)},{round(acc['mean'] + acc['std'], 6)},"
+                         f"{s['val']['mean']},{_chance(entry)}")
+    return "\n".join(lines) + "\n"
+
+
+def learning_curves_csv(comparison: dict, models: Path) -> str:
+    """train/acc and val/acc per epoch (mean over seeds) of every regime on every quadrant, named as in
+    MLflow, for `dvc plots` (template .dvc/plots/learning_curves.json)."""
+    import csv
+
+    lines = ["quadrant,regime,metric,epoch,value,chance"]
+    for quadrant, entry in comparison.items():
+        for regime in entry["regimes"]:
+            with open(models / "finetune" / regime / quadrant / "history.csv") as handle:
+                rows = list(csv.DictReader(handle))
+            for metric, column in (("train/acc", "train_acc"), ("val/acc", "val_acc")):
+                by_epoch: dict[int, list[float]] = {}
+                for row in rows:
+                    if row.get(column):
+                        by_epoch.setdefault(int(row["epoch"]), []).append(float(row[column]))
+                for epoch, values in sorted(by_epoch.items()):
+                    lines.append(f"{quadrant},{regime},{metric},{epoch},{round(sum(values) / len(values), 6)},"
+                                 f"{_chance(entry)}")
+    return "\n".join(lines) + "\n"
+
+
+def cut_sweep_csv(sweep: dict, cuts: list[str], comparison: dict) -> str:
+    lines = ["quadrant,cut_at,depth,val_acc,test_acc,test_acc_std,chance"]
+    for quadrant, by_cut in sweep.items():
+        for depth, cut in enumerate(cuts, start=1):
+            s = by_cut[cut]
+            lines.append(f"{quadrant},{cut},{depth},{s['val']['mean']},{s['test']['mean']},{s['test']['std']},"
+                         f"{_chance(comparison[quadrant])}")
+    return "\n".join(lines) + "\n"
+
+
+def log_verdict(cfg, comparison: dict, reports: Path, summary: str) -> str | None:
+    """The verdict on the pipeline's parent run: metrics per quadrant, winner tags, description, files."""
+    from transferlab.core.config import flatten
+    from transferlab.tracking import runs
+
+    pipeline = runs.open_pipeline(cfg)
+    parent = pipeline.run_id
+    if parent is None:
+        return None
+    metrics, tags = {}, {"mlflow.note.content": summary}
+    for quadrant, entry in comparison.items():
+        v = entry["verdict"]
+        metrics[f"{quadrant}/test_acc"] = v["winner_test"]["acc"]["mean"]
+        metrics[f"{quadrant}/test_macro_f1"] = v["winner_test"]["macro_f1"]["mean"]
+        metrics[f"{quadrant}/val_acc"] = v["winner_val"]["mean"]
+        if v["runner_up"]:
+            metrics[f"{quadrant}/margin_val"] = v["margin_val"]
+        tags[f"{quadrant}.winner"] = v["winner"]
+        tags[f"{quadrant}.course_note_rank"] = str(v["course_note_rank"])
+    runs.log_metrics(parent, metrics)
+    runs.set_tags(parent, tags)
+    from omegaconf import OmegaConf
+
+    params = flatten(OmegaConf.load(reports.parent / "params.yaml"))
+    existing = runs.client().get_run(parent).data.params
+    new = {k: v for k, v in params.items() if k not in existing}
+    if new:
+        from mlflow.entities import Param
+
+        runs.with_retry(lambda: runs.client().log_batch(parent, params=[Param(k, runs._param_value(v))
+                                                                       for k, v in sorted(new.items())]))
+    runs.log_artifact(parent, reports / "summary.md", "report")
+    runs.log_artifact(parent, reports / METRICS_FILE, "report")
+    for figure in sorted((reports / FIGURES).glob("*.png")):
+        runs.log_artifact(parent, figure, f"report/{FIGURES}")
+    for quadrant in comparison:
+        runs.log_artifact(parent, reports / "evaluate" / quadrant / "confusion.png", f"report/evaluate/{quadrant}")
+    for preview in sorted((reports / "augment").glob("*.png")):
+        runs.log_artifact(parent, preview, "report/augment")
+    runs.tag_dvc_inputs(parent)
+    return parent
 
 
 def main(argv: list[str]) -> None:
     cfg = load_config("report", argv)
-    reports = paths(cfg)["reports"]
-    results = collect(reports / "eval")
-    summary, metrics = summary_markdown(results), dict(results)
-    matrix = sweep = None
-    if cfg.matrix.seeds:
-        matrix, sweep = collect_matrix(cfg, reports), collect_cut_sweep(cfg, reports)
-        summary += "\n" + matrix_markdown(cfg, matrix, sweep)
-        metrics["matrix"] = {q: {r: {k: v[k] for k in ("mean", "std", "n")} for r, v in by.items()} for q, by in matrix.items()}
-        metrics["cut_sweep"] = {q: {c: {k: v[k] for k in ("mean", "std", "n")} for c, v in by.items()} for q, by in sweep.items()}
-    figures = reports / "figures"
-    shutil.rmtree(figures, ignore_errors=True)  # no stale figure from an earlier matrix
-    figures.mkdir(parents=True)
-    comparison_figure(results, figures / "comparison.png")
-    if matrix is not None:
-        matrix_figure(matrix, figures / "regime_matrix.png")
-        cut_sweep_figure(sweep, figures / "cut_sweep.png")
-    write_json(reports / "metrics.json", metrics)
-    (reports / "summary.md").write_text(summary)
-    (reports / "comparison.csv").write_text("quadrant,regime,acc,macro_f1\n" + "".join(
-        f"{q},{r['regime']},{r['acc']},{r['macro_f1']}\n" for q, r in results.items()))
-    parent = tracking.finish_pipeline(cfg.tracking.experiment_name, cfg.seed,
-                                      [reports / "summary.md", reports / "metrics.json", reports / "augment_preview.png",
-                                       *sorted(figures.glob("*.png"))])
-    save_config(cfg, reports / "report_config.yaml")
-    table = Table(title="test results")
-    for column in ("quadrant", "regime", "acc", "macro_f1", "loss", "chance"):
-        table.add_column(column)
-    for quadrant, r in results.items():
-        table.add_row(quadrant, r["regime"], *(f"{r[k]:.4f}" for k in ("acc", "macro_f1", "loss")), f"{r['chance']:.3f}")
-    Console().print(table)
-    if parent:
-        print(f"report logged to the pipeline's parent MLflow run {parent}")
-    if matrix is not None:
-        for line in matrix_verdicts(matrix):
-            Console().print(line.replace("**", "").replace("`", ""))
+    where = paths(cfg)
+    reports = where["reports"]
+    comparison_file = reports / "evaluate" / "comparison.json"
+    sweep_file = where["models"] / "cut_sweep" / "results.json"
+    with prepared("report", {comparison_file: "evaluate", sweep_file: "cut_sweep"},
+                  [reports / METRICS_FILE, reports / FIGURES], check_store):
+        with heavy_imports():
+            from rich.console import Console
+
+            from transferlab.analysis import figures
+            from transferlab.analysis.verdict import sentence
+            from transferlab.core.config import save_config
+            from transferlab.core.files import staged_dir, write_json, write_text
+        from transferlab.core.names import QUADRANTS
+
+        found = json.loads(comparison_file.read_text())
+        comparison = {q: found[q] for q in QUADRANTS}
+        sweep_results = json.loads(sweep_file.read_text())
+        cuts = list(sweep_results["cut_at"])
+        sweep = cut_sweep_table(sweep_results)
+        regimes = [r for r in REGIMES if r in next(iter(comparison.values()))["regimes"]]
+        summary = summary_markdown(cfg, comparison, sweep, cuts)
+        with staged_dir(reports / FIGURES) as staging:
+            figures.heatmap(comparison, regimes, staging / "regime_matrix.png")
+            if sweep:
+                figures.cut_curve(sweep, cuts, staging / "cut_sweep.png")
+        write_json(reports / METRICS_FILE, metrics_json(comparison), sort_keys=False)
+        write_text(reports / "summary.md", summary)
+        write_text(reports / "comparison.csv", comparison_csv(comparison))
+        write_text(reports / "cut_sweep.csv", cut_sweep_csv(sweep, cuts, comparison))
+        write_text(reports / "learning_curves.csv", learning_curves_csv(comparison, where["models"]))
+        save_config(cfg, reports / "report_config.yaml")
+        parent = log_verdict(cfg, comparison, reports, summary)
+        console = Console(soft_wrap=True)
+        for quadrant, entry in comparison.items():
+            console.print(sentence(quadrant, entry).replace("**", "").replace("`", ""))
+        if parent:
+            console.print(f"verdict logged to the pipeline's parent MLflow run {parent}")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,16 @@
 """`make retrain`: the scheduled retraining, runnable (and tested) locally.
 
-1. Run the pipeline (`dvc repro`) with promotion deferred: each `evaluate` registers its
-   model as a new version and re-scores the current champion on the same test set
-   (reports/eval/<quadrant>/registry.json), but moves no alias.
-2. Decide for all quadrants at once. A quadrant's challenger (the version this pipeline's
-   model was registered as) *improves* when its test accuracy beats the champion's by more
-   than ``evaluate.promote_margin``; it *regresses* when it is worse by more than
-   ``retrain.tolerance``. If any quadrant regresses, nothing is promoted; otherwise every
-   improved quadrant's challenger becomes `champion`. A quadrant without a champion yet
-   promotes its first model.
+1. Run the pipeline (`dvc repro`) with promotion deferred: `evaluate` registers each quadrant's
+   winner as a new version and re-scores the current champion on the same test set
+   (.transferlab/registry/<quadrant>.json), but moves no alias. If nothing changed, DVC runs
+   nothing and there is no challenger.
+2. Decide for all quadrants at once. A quadrant's challenger *improves* when its test accuracy
+   beats the champion's by more than ``evaluate.promote_margin``; it *regresses* when it is
+   worse by more than ``retrain.tolerance``. If any quadrant regresses, nothing is promoted;
+   otherwise every improved quadrant's challenger becomes `champion`. A quadrant without a
+   champion yet promotes its first model.
 3. Write reports/retrain.md: per quadrant champion vs challenger and the decision, and the
-   test metrics against the last committed reports/metrics.json (``git show HEAD:...``);
+   winners' test accuracy against the last committed reports/metrics.json (``git show HEAD:...``);
    reports/retrain.json holds the outcome for scripts.
 
 Exit codes: 0 = promoted (at least one quadrant), 10 = kept (nothing promoted), 1 = failed
@@ -27,9 +27,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferlab import registry, tracking
-from transferlab.cli import run_stage
-from transferlab.config import QUADRANTS, ConfigError, load_config, paths, project_root
+from transferlab.core.config import load_config, paths, project_root
+from transferlab.core.files import write_json, write_text
+from transferlab.core.names import QUADRANTS, REGIMES
+from transferlab.core.stage import run_stage
 
 PROMOTED, KEPT, FAILED = 0, 10, 1
 
@@ -37,40 +38,40 @@ PROMOTED, KEPT, FAILED = 0, 10, 1
 @dataclass
 class Verdict:
     quadrant: str
-    regime: str
+    regime: str | None
     champion: int | None         # version before this run
     champion_acc: float | None   # re-scored on this test set
-    challenger: int
-    challenger_acc: float
+    challenger: int | None       # None: evaluate did not run (nothing changed)
+    challenger_acc: float | None
     decision: str = ""           # promote | keep | unchanged | regressed
 
     @property
     def gain(self) -> float | None:
-        return None if self.champion_acc is None else self.challenger_acc - self.champion_acc
+        if self.champion_acc is None or self.challenger_acc is None:
+            return None
+        return self.challenger_acc - self.champion_acc
 
 
 def run_pipeline(root: Path) -> None:
-    env = {**os.environ, registry.PROMOTION_ENV: "defer"}  # evaluate registers but moves no alias
+    from transferlab.tracking.registry import PROMOTION_ENV
+
+    env = {**os.environ, PROMOTION_ENV: "defer"}  # evaluate registers but moves no alias
     done = subprocess.run(["dvc", "repro"], cwd=root, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"`dvc repro` failed with exit code {done.returncode}")
 
 
-def verdicts(cfg, margin: float, tolerance: float) -> list[Verdict]:
-    client = tracking.client()
+def decide(records: dict[str, dict | None], champions: dict[str, int | None], margin: float,
+           tolerance: float) -> list[Verdict]:
+    """The decision for every quadrant, from what evaluate registered (None: it did not run) and the
+    current champion versions; nothing is promoted when any quadrant regressed."""
     found = []
     for quadrant in QUADRANTS:
-        path = paths(cfg)["reports"] / "eval" / quadrant / "registry.json"
-        if not path.is_file():
-            raise RuntimeError(f"{path} not found: evaluate@{quadrant} did not run")
-        record = json.loads(path.read_text())
-        name = record["registered_model"]
-        try:
-            current = int(client.get_model_version_by_alias(name, registry.CHAMPION).version)
-        except Exception:  # no champion yet
-            current = None
-        metrics = json.loads((paths(cfg)["reports"] / "eval" / quadrant / "metrics.json").read_text())
-        verdict = Verdict(quadrant, metrics["regime"], current, record["champion_acc_same_test_set"],
+        record, current = records.get(quadrant), champions.get(quadrant)
+        if record is None:
+            found.append(Verdict(quadrant, None, current, None, None, None, "unchanged (nothing re-ran)"))
+            continue
+        verdict = Verdict(quadrant, record["regime"], current, record["champion_acc_same_test_set"],
                           record["version"], record["test_acc"])
         if current == verdict.challenger:
             verdict.decision = "unchanged"
@@ -84,22 +85,39 @@ def verdicts(cfg, margin: float, tolerance: float) -> list[Verdict]:
         else:
             verdict.decision = "keep"
         found.append(verdict)
-    return found
-
-
-def promote(cfg, found: list[Verdict]) -> bool:
-    """Move the aliases, or none of them when a quadrant regressed; whether any moved."""
     if any(v.decision == "regressed" for v in found):
         for v in found:
             if v.decision == "promote":
                 v.decision = "keep (another quadrant regressed)"
-        return False
-    client = tracking.client()
+    return found
+
+
+def current_champions(cfg) -> dict[str, int | None]:
+    from transferlab.tracking import registry
+    from transferlab.tracking.store import client
+
+    champions = {}
+    for quadrant in QUADRANTS:
+        try:
+            version = client().get_model_version_by_alias(
+                registry.registered_name(cfg.tracking.experiment_name, quadrant), registry.CHAMPION)
+            champions[quadrant] = int(version.version)
+        except Exception:  # no registered model or no champion yet
+            champions[quadrant] = None
+    return champions
+
+
+def promote(cfg, found: list[Verdict]) -> bool:
+    """Move the aliases of the quadrants decided "promote"; whether any moved."""
+    from transferlab.tracking import registry
+    from transferlab.tracking.store import client, with_retry
+
     moved = False
     for v in found:
         if v.decision == "promote":
             name = registry.registered_name(cfg.tracking.experiment_name, v.quadrant)
-            tracking.with_retry(lambda: client.set_registered_model_alias(name, registry.CHAMPION, str(v.challenger)))
+            with_retry(lambda: client().set_registered_model_alias(name, registry.CHAMPION, str(v.challenger)))
+            with_retry(lambda: client().set_registered_model_tag(name, "champion_regime", v.regime))
             moved = True
     return moved
 
@@ -113,55 +131,63 @@ def _acc(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _winner(metrics: dict, quadrant: str) -> str:
+    winner = metrics.get("winner", {}).get(quadrant)
+    return REGIMES[int(winner) - 1] if isinstance(winner, (int, float)) and 1 <= winner <= len(REGIMES) else "-"
+
+
 def report(found: list[Verdict], outcome: str, margin: float, tolerance: float, before: dict | None,
            after: dict) -> str:
     lines = [f"# Retraining: {outcome}", "",
-             f"Rule: a challenger replaces the champion when its test accuracy is higher by more than "
-             f"{margin} (`evaluate.promote_margin`), re-scored on the same test set; if any quadrant is worse "
-             f"by more than {tolerance} (`retrain.tolerance`), nothing is promoted.", "",
-             "| quadrant | regime | champion (version: acc) | challenger (version: acc) | gain | decision |",
+             f"Rule: a challenger (this pipeline's winner of a quadrant) replaces the champion when its test accuracy "
+             f"is higher by more than {margin} (`evaluate.promote_margin`), re-scored on the same test set; if any "
+             f"quadrant is worse by more than {tolerance} (`retrain.tolerance`), nothing is promoted.", "",
+             "| quadrant | challenger's regime | champion (version: acc) | challenger (version: acc) | gain | decision |",
              "|---|---|---|---|---:|---|"]
     for v in found:
         champion = "none" if v.champion is None else f"v{v.champion}: {_acc(v.champion_acc)}"
+        challenger = "-" if v.challenger is None else f"v{v.challenger}: {_acc(v.challenger_acc)}"
         gain = "-" if v.gain is None else f"{v.gain:+.4f}"
-        lines.append(f"| {v.quadrant} | {v.regime} | {champion} | v{v.challenger}: {_acc(v.challenger_acc)} | "
-                     f"{gain} | {v.decision} |")
-    lines += ["", "Test metrics against the last committed `reports/metrics.json`:", "",
-              "| quadrant | acc before | acc now | diff | macro_f1 before | macro_f1 now | diff |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+        lines.append(f"| {v.quadrant} | {v.regime or '-'} | {champion} | {challenger} | {gain} | {v.decision} |")
+    lines += ["", "The winners' test accuracy against the last committed `reports/metrics.json`:", "",
+              "| quadrant | winner before | acc before | winner now | acc now | diff |", "|---|---|---:|---|---:|---:|"]
+    old, new = before or {}, after
     for quadrant in QUADRANTS:
-        old, new = (before or {}).get(quadrant, {}), after.get(quadrant, {})
-        row = [quadrant]
-        for key in ("acc", "macro_f1"):
-            a, b = old.get(key), new.get(key)
-            row += [_acc(a), _acc(b), "-" if a is None or b is None else f"{b - a:+.4f}"]
-        lines.append("| " + " | ".join(row) + " |")
+        a, b = old.get("winner_acc", {}).get(quadrant), new.get("winner_acc", {}).get(quadrant)
+        lines.append(f"| {quadrant} | {_winner(old, quadrant)} | {_acc(a)} | {_winner(new, quadrant)} | {_acc(b)} | "
+                     f"{'-' if a is None or b is None else f'{b - a:+.4f}'} |")
     if before is None:
         lines += ["", "(no committed metrics to compare with)"]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> None:
-    cfg = load_config("report", argv)
-    margin = float(cfg.evaluate.promote_margin)
-    tolerance = cfg.get("retrain", {}).get("tolerance", None)
-    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
-        raise ConfigError(f"retrain.tolerance={tolerance!r} is not allowed (must be a number >= 0)")
+    import shutil
+
+    from transferlab.core.files import scratch_dir
+
+    cfg = load_config("retrain", argv)
+    margin, tolerance = float(cfg.evaluate.promote_margin), float(cfg.retrain.tolerance)
     root = project_root()
+    records = scratch_dir(root, "registry")
+    shutil.rmtree(records)  # only this run's evaluate may leave challengers
     try:
         run_pipeline(root)
-        found = verdicts(cfg, margin, float(tolerance))
+        records.mkdir(parents=True, exist_ok=True)
+        registered = {q: json.loads((records / f"{q}.json").read_text()) if (records / f"{q}.json").is_file()
+                      else None for q in QUADRANTS}
+        found = decide(registered, current_champions(cfg), margin, tolerance)
         moved = promote(cfg, found)
     except RuntimeError as err:
         print(f"retrain failed: {err}", file=sys.stderr)
         sys.exit(FAILED)
     outcome = "promoted" if moved else "kept"
-    after = json.loads((paths(cfg)["reports"] / "metrics.json").read_text())
-    text = report(found, outcome, margin, float(tolerance), committed_metrics(root), after)
-    (paths(cfg)["reports"] / "retrain.md").write_text(text)
-    (paths(cfg)["reports"] / "retrain.json").write_text(json.dumps(
-        {"outcome": outcome, "quadrants": {v.quadrant: {"decision": v.decision, "champion": v.champion,
-                                                         "challenger": v.challenger} for v in found}}, indent=2) + "\n")
+    reports = paths(cfg)["reports"]
+    after = json.loads((reports / "metrics.json").read_text())
+    text = report(found, outcome, margin, tolerance, committed_metrics(root), after)
+    write_text(reports / "retrain.md", text)
+    write_json(reports / "retrain.json", {"outcome": outcome, "quadrants": {
+        v.quadrant: {"decision": v.decision, "champion": v.champion, "challenger": v.challenger} for v in found}})
     print(text)
     sys.exit(PROMOTED if moved else KEPT)
 

@@ -1,11 +1,12 @@
-"""`python -m transferlab.sweep -m ...`: Hydra multirun over matrix cells, locally or on SLURM.
+"""`python -m transferlab.sweep -m ...`: Hydra multirun over comparison cells, locally or on SLURM.
 
-Outside DVC: for sweeps larger than a DVC matrix is good for (many seeds, learning rates,
-models), run as SLURM jobs by Hydra's submitit launcher. Each job is one cell of the regime
-matrix (regime_matrix.run_cell: train with the matrix budget, test the best checkpoint),
-tracked in MLflow with tag stage=sweep, and writes cell.json into its own Hydra folder
-(multirun/<time>/<job number>/), so parallel jobs never share an output. The job's Hydra
-overrides become the stage's command-line arguments (`+key=value` -> `key=value`).
+Outside DVC: for sweeps larger than the DVC pipeline is good for (many seeds, learning rates,
+models), run as SLURM jobs by Hydra's submitit launcher. Each job trains one (quadrant,
+regime, seed) cell exactly as the `finetune@<regime>` stage does (same budget, tested on the
+quadrant's test split), tracked in MLflow with tag stage=sweep, and writes cell.json into its
+own Hydra folder (multirun/<time>/<job number>/), so parallel jobs never share an output. The
+job's Hydra overrides become the stage's arguments (`+key=value` -> `key=value`; `seed=N`
+trains seed N).
 """
 
 from __future__ import annotations
@@ -13,29 +14,45 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from transferlab.config import ConfigError, load_config, project_root
-from transferlab.regime_matrix import run_cell
+from transferlab.core.config import project_root
+from transferlab.core.errors import ConfigError
 
 CONFIG_DIR = "sweep"  # conf/sweep/: the primary config and the launcher configs
 
 
 def job_arguments(task_overrides: list[str]) -> list[str]:
-    """The stage arguments of one job: its overrides without Hydra's `+` / `++` prefixes."""
-    return [override.lstrip("+") for override in task_overrides]
+    """The stage arguments of one job: its overrides without Hydra's `+` / `++` prefixes; seed=N -> seeds=[N]."""
+    arguments = []
+    for override in task_overrides:
+        key, _, value = override.lstrip("+").partition("=")
+        arguments.append(f"seeds=[{value}]" if key == "seed" else f"{key}={value}")
+    return arguments
 
 
-def run_job(cfg: DictConfig) -> float:
+def run_job(cfg) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
+    from transferlab.core.config import load_config
+    from transferlab.core.files import write_json
+    from transferlab.tracking.runs import open_pipeline
+    from transferlab.training.comparison import RegimeCells, pretrained_state
+
     hydra_cfg = HydraConfig.get()
-    stage_cfg = load_config("regime_matrix", job_arguments(list(hydra_cfg.overrides.task)))
-    result = run_cell(stage_cfg, Path(hydra_cfg.runtime.output_dir) / "cell.json", "sweep")
-    return result["test"]["acc"]  # what a Hydra sweeper would optimise
+    stage_cfg = load_config("sweep", job_arguments(list(hydra_cfg.overrides.task)))
+    quadrant, regime = stage_cfg.args.quadrant, stage_cfg.args.regime
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    state = pretrained_state(stage_cfg) if stage_cfg.regime[regime].init == "pretrained" else None
+    cells = RegimeCells(stage_cfg, regime, out_dir / "state", open_pipeline(stage_cfg).run_id, stage="sweep")
+    results, _ = cells.quadrant(quadrant, state)
+    [result] = results.values()
+    write_json(out_dir / "cell.json", {"quadrant": quadrant, "regime": regime,
+                                       **{k: v for k, v in result.items() if k != "history"}})
+    return result["val_acc"]  # what a Hydra sweeper would optimise: validation, never test
 
 
 def main() -> None:
+    import hydra
+
     try:
         config_dir = project_root() / "conf" / CONFIG_DIR
     except ConfigError as err:

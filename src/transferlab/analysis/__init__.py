@@ -1,0 +1,1 @@
+"""Turning results into answers: the verdict per quadrant (chosen on validation), figures."""

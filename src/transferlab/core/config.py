@@ -1,0 +1,297 @@
+"""One configuration for every stage: Hydra composes ``conf/``, ``params.yaml`` goes on top.
+
+``conf/`` defines what each option *is* (a model's architecture, a regime's freezing, a
+trainer, an augmentation pipeline); ``params.yaml`` holds the experiment knobs DVC tracks,
+including which option of each group is used (``<group>.name``). Both are checked against
+the schema in ``transferlab.core.schema``: an unknown key or a wrong type is a one-line
+``ConfigError`` naming the key and what is allowed.
+
+Command-line arguments use Hydra's override grammar (``key=value``): keys of params.yaml are
+applied there (``model=small_vgg`` is short for ``model.name=small_vgg``), any other key must
+exist in the composed config, and a stage's own arguments (``regime=`` for ``finetune``,
+``quadrant=`` for ``advise``) select what it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from transferlab.core import schema
+from transferlab.core.errors import ConfigError
+from transferlab.core.names import QUADRANTS, REGIMES
+
+# Groups chosen in params.yaml by `<group>.name` and composed by Hydra.
+GROUPS = ("experiment", "model", "trainer")
+STAGES = ("download", "augment", "pretrain", "finetune", "cut_sweep", "evaluate", "report", "advise", "retrain",
+          "sweep")
+# Arguments that select what a stage runs (required), with their allowed values.
+STAGE_ARGUMENTS = {"finetune": {"regime": REGIMES}, "advise": {"quadrant": QUADRANTS},
+                   "sweep": {"quadrant": QUADRANTS, "regime": REGIMES}}
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest directory at or above ``start`` (default: cwd) with params.yaml and conf/."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "params.yaml").is_file() and (candidate / "conf").is_dir():
+            return candidate
+    raise ConfigError(f"no params.yaml with a conf/ folder at or above {here} (run from the project root)")
+
+
+def options(root: Path, group: str) -> list[str]:
+    """The option names of a config group: the files conf/<group>/*.yaml."""
+    return sorted(p.stem for p in (root / "conf" / group).glob("*.yaml"))
+
+
+def check_option(root: Path, group: str, choice: Any) -> str:
+    allowed = options(root, group)
+    if choice not in allowed:
+        raise ConfigError(f"unknown {group} {choice!r} (allowed: {', '.join(allowed)})")
+    return str(choice)
+
+
+def read_yaml(path: Path) -> DictConfig:
+    """A YAML file as a DictConfig; a missing file or a syntax error is one line with its position."""
+    try:
+        loaded = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found") from None
+    except Exception as err:  # yaml's ScannerError/ParserError carry the position in `problem_mark`
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path} must hold a mapping of keys to values")
+    return loaded
+
+
+def explain(err: OmegaConfBaseException, where: str) -> ConfigError:
+    """An OmegaConf schema error as one line: the full key, the bad value, what is allowed."""
+    key = getattr(err, "full_key", "") or getattr(err, "key", "") or ""
+    message = str(err).splitlines()[0]
+    object_type = getattr(err, "object_type", None)
+    if "not in" in message and object_type is not None and dataclasses.is_dataclass(object_type):
+        allowed = ", ".join(f.name for f in dataclasses.fields(object_type) if not f.name.startswith("_"))
+        return ConfigError(f"unknown key '{key}' in {where} (allowed: {allowed})")
+    if "Missing mandatory value" in message:
+        return ConfigError(f"{where}: '{key}' is missing (it must be set)")
+    return ConfigError(f"{where}: '{key}': {message}")
+
+
+def typed(node: Any, schema_class: type, where: str) -> DictConfig:
+    """``node`` merged onto the schema (unknown keys and wrong types are errors), fully set."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema_class), node)
+        OmegaConf.to_container(merged, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        raise explain(err, where) from None
+    return merged
+
+
+def _parse_overrides(argv: list[str]) -> list[tuple[str, Any]]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(argv))
+    except Exception as err:  # Hydra raises OverrideParseException with a multi-line text
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"cannot parse arguments {' '.join(argv)!r}: {first} (expected key=value)") from None
+    pairs = []
+    for override in parsed:
+        if override.is_delete() or override.is_add() or override.is_force_add():
+            raise ConfigError(f"override {override.input_line!r} is not supported (use plain key=value)")
+        if override.is_sweep_override():
+            raise ConfigError(f"override {override.input_line!r} is a sweep; sweep with `dvc exp run --queue -S`")
+        value = override.value()
+        pairs.append((override.key_or_group, OmegaConf.create({"v": value}).v if isinstance(value, (list, dict))
+                      else value))
+    return pairs
+
+
+def _exists(cfg: DictConfig, dotted: str) -> bool:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return False
+        node = node._get_node(part)
+    return True
+
+
+def _conf_regime_keys(root: Path, regime: str) -> set[str]:
+    """The keys conf/regime/<regime>.yaml sets (not left open with ???)."""
+    path = root / "conf" / "regime" / f"{regime}.yaml"
+    if not path.is_file():
+        return set()
+    conf = read_yaml(path)
+    return {k for k in conf if not OmegaConf.is_missing(conf, k)}
+
+
+def _params_key(root: Path, params: DictConfig, key: str) -> str | None:
+    """The params.yaml key an override sets, or None when it belongs to conf/."""
+    if key in GROUPS:
+        return f"{key}.name"
+    parts = key.split(".")
+    if len(parts) == 3 and parts[0] == "regime":  # regime.<name>.<knob>: params unless conf/regime sets it
+        return None if parts[2] in _conf_regime_keys(root, parts[1]) else key
+    return key if _exists(params, key) else None
+
+
+def unknown_key(cfg: DictConfig, key: str) -> ConfigError:
+    """'unknown key', naming the keys allowed where the path stops matching."""
+    parts, node = key.split("."), cfg
+    for depth, part in enumerate(parts):
+        if not isinstance(node, DictConfig) or part not in node:
+            where = ".".join(parts[:depth])
+            allowed = ", ".join(str(k) for k in node) if isinstance(node, DictConfig) else "none: it is a value"
+            return ConfigError(f"unknown key {key!r} (allowed{' in ' + where if where else ''}: {allowed})")
+        node = node[part]
+    return ConfigError(f"unknown key {key!r}")
+
+
+def load_params(root: Path, overrides: list[tuple[str, Any]] = ()) -> tuple[DictConfig, list[tuple[str, Any]]]:
+    """params.yaml with the overrides that belong to it applied, checked against the schema;
+    returns it and the overrides left for conf/."""
+    params = read_yaml(root / "params.yaml")
+    late = []
+    for key, value in overrides:
+        target = _params_key(root, params, key)
+        if target is None:
+            late.append((key, value))
+        else:
+            OmegaConf.update(params, target, value, merge=True)
+    typed_params = typed(params, schema.Params, "params.yaml")
+    schema.check_params(typed_params, options(root, "regime"))
+    return typed_params, late
+
+
+def _compose(root: Path, stage: str, overrides: list[str]) -> DictConfig:
+    """Compose conf/config.yaml, also from inside a running Hydra app (`transferlab.sweep`'s jobs):
+    that app's GlobalHydra is set aside for the composition and put back afterwards."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    global_hydra = GlobalHydra.instance()
+    outer = global_hydra.hydra
+    global_hydra.clear()
+    try:
+        with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3", job_name=stage):
+            return compose(config_name="config", overrides=overrides)
+    except OmegaConfBaseException as err:
+        raise explain(err, "conf/") from None
+    finally:
+        GlobalHydra.instance().hydra = outer
+
+
+def regime_config(root: Path, name: str, settings: Any) -> DictConfig:
+    """conf/regime/<name>.yaml with params.yaml's ``regime.<name>`` merged on, checked."""
+    check_option(root, "regime", name)
+    base = read_yaml(root / "conf" / "regime" / f"{name}.yaml")
+    settings = settings if settings is not None else {}
+    defined = sorted(k for k in settings if k in base and not OmegaConf.is_missing(base, k))
+    if defined:  # one source of truth: params.yaml may only fill what conf/ leaves open (???) and add lr
+        raise ConfigError(f"regime.{name}.{defined[0]} is set in both params.yaml and conf/regime/{name}.yaml "
+                          f"(set it in one place)")
+    merged = typed(OmegaConf.merge(base, settings), schema.RegimeConf, f"regime.{name} (conf/regime/{name}.yaml "
+                                                                       f"+ params.yaml)")
+    schema.check_regime(name, merged)
+    merged.name = name
+    return merged
+
+
+def _check_groups(cfg: DictConfig) -> None:
+    """Each composed group against its schema."""
+    target = cfg.model.get("_target_")
+    args = schema.MODEL_ARGS.get(target)
+    if args is None:
+        raise ConfigError(f"conf/model/{cfg.model.name}.yaml: _target_={target!r} is not allowed "
+                          f"(allowed: {', '.join(schema.MODEL_ARGS)})")
+    model_args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
+    typed(model_args, args, f"model {cfg.model.name} (conf/model/{cfg.model.name}.yaml)")
+    cfg.trainer = typed(cfg.trainer, schema.TrainerConf, f"trainer {cfg.trainer.name} "
+                                                          f"(conf/trainer/{cfg.trainer.name}.yaml)")
+    cfg.experiment = typed(cfg.experiment, schema.ExperimentConf, f"experiment {cfg.experiment.name} "
+                                                                  f"(conf/experiment/{cfg.experiment.name}.yaml)")
+    typed(cfg.tracking, schema.TrackingConf, "conf/tracking")
+
+
+def stage_arguments(stage: str, overrides: list[tuple[str, Any]]) -> tuple[dict, list[tuple[str, Any]]]:
+    wanted = STAGE_ARGUMENTS.get(stage, {})
+    args = {key: value for key, value in overrides if key in wanted}
+    for key, allowed in wanted.items():
+        if key not in args:
+            raise ConfigError(f"stage {stage} needs {key}=<name> (allowed: {', '.join(allowed)})")
+        if args[key] not in allowed:
+            raise ConfigError(f"unknown {key} {args[key]!r} (allowed: {', '.join(allowed)})")
+    return args, [(k, v) for k, v in overrides if k not in wanted]
+
+
+def load_config(stage: str, argv: list[str] | None = None, root: Path | None = None) -> DictConfig:
+    """The resolved, validated config of one stage; raises ConfigError on bad input."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r} (allowed: {', '.join(STAGES)})")
+    root = root or project_root()
+    args, overrides = stage_arguments(stage, _parse_overrides(argv or []))
+    params, late = load_params(root, overrides)
+
+    choices = {group: check_option(root, group, params[group].name) for group in GROUPS}
+    cfg = _compose(root, stage, [f"{group}={choice}" for group, choice in choices.items()])
+    OmegaConf.set_struct(cfg, False)
+    for group, choice in choices.items():
+        cfg[group].name = choice
+    _check_groups(cfg)
+    cfg.regime = {name: regime_config(root, name, params.regime.get(name)) for name in REGIMES}
+    for key, value in late:  # conf/ values set on the command line
+        if not _exists(cfg, key):
+            merged = OmegaConf.merge(cfg, {k: v for k, v in OmegaConf.to_container(params).items() if k not in cfg})
+            raise unknown_key(merged, key)
+        try:
+            OmegaConf.update(cfg, key, value, merge=True)
+        except OmegaConfBaseException as err:
+            raise explain(err, "the command line") from None
+    if late:
+        _check_groups(cfg)
+        for name in REGIMES:
+            cfg.regime[name] = typed(cfg.regime[name], schema.RegimeConf, f"regime.{name}")
+            schema.check_regime(name, cfg.regime[name])
+    plain = OmegaConf.to_container(params)
+    cfg = OmegaConf.merge(cfg, {k: v for k, v in plain.items() if k not in ("regime", *GROUPS)})
+    schema.check_cut_points(cfg)
+    cfg.stage = stage
+    cfg.args = args
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"config does not resolve: {err}".splitlines()[0]) from None
+    return cfg
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    """Write the fully resolved config next to a stage's outputs."""
+    from transferlab.core.files import write_text
+
+    write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as {dotted.key: leaf}; lists are leaves."""
+    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, (DictConfig, ListConfig)) else cfg
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    if not flat and prefix:
+        flat[prefix] = node
+    return flat
+
+
+def paths(cfg: DictConfig, root: Path | None = None) -> dict[str, Path]:
+    """The configured folders, absolute, under the project root."""
+    root = root or project_root()
+    return {name: root / value for name, value in cfg.paths.items()}

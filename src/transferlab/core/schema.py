@@ -1,0 +1,305 @@
+"""The schema of every configuration file: params.yaml and each group of conf/.
+
+Structured configs (dataclasses) that OmegaConf merges the YAML onto, so that an unknown
+key or a value of the wrong type is an error naming the key, and ``check_*`` functions
+for the ranges a type cannot say. Light on purpose: no torch, no Lightning, so that bad
+input is reported within a second or two of starting a stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+from transferlab.core.errors import ConfigError
+from transferlab.core.names import QUADRANTS, REGIMES
+
+# --------------------------------------------------------------------------- params.yaml
+
+
+@dataclass
+class Choice:
+    """A group option: the file conf/<group>/<name>.yaml."""
+
+    name: str = MISSING
+
+
+@dataclass
+class DataParams:
+    image_size: int = MISSING
+    source_train_per_class: Optional[int] = MISSING  # null: all the source has
+    small_train_per_class: int = MISSING
+    large_train_per_class: int = MISSING
+    val_per_class: Optional[int] = MISSING
+    test_per_class: Optional[int] = MISSING
+    on_bad_image: str = MISSING
+
+
+@dataclass
+class AugmentParams:
+    copies: int = MISSING
+
+
+@dataclass
+class PretrainParams:
+    source: str = MISSING
+    epochs: int = MISSING
+    lr: float = MISSING
+    batch_size: int = MISSING
+    weight_decay: float = MISSING
+
+
+@dataclass
+class FinetuneParams:
+    steps: int = MISSING
+    batch_size: int = MISSING
+    weight_decay: float = MISSING
+    epochs: int = MISSING
+    train_per_class: Optional[int] = MISSING
+
+
+@dataclass
+class CutSweepParams:
+    quadrants: List[str] = MISSING
+    cut_at: List[str] = MISSING
+
+
+@dataclass
+class EvaluateParams:
+    batch_size: int = MISSING
+    promote_margin: float = MISSING
+
+
+@dataclass
+class RetrainParams:
+    tolerance: float = MISSING
+
+
+@dataclass
+class AdviseParams:
+    max_images: int = MISSING
+
+
+@dataclass
+class Params:
+    """params.yaml. ``regime`` holds per-regime settings merged onto conf/regime/<name>.yaml."""
+
+    seed: Optional[int] = MISSING
+    seeds: List[int] = MISSING
+    regimes: List[str] = MISSING
+    experiment: Choice = field(default_factory=Choice)
+    data: DataParams = field(default_factory=DataParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    model: Choice = field(default_factory=Choice)
+    trainer: Choice = field(default_factory=Choice)
+    pretrain: PretrainParams = field(default_factory=PretrainParams)
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)
+    regime: Dict[str, Any] = field(default_factory=dict)
+    cut_sweep: CutSweepParams = field(default_factory=CutSweepParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    retrain: RetrainParams = field(default_factory=RetrainParams)
+    advise: AdviseParams = field(default_factory=AdviseParams)
+
+
+# --------------------------------------------------------------------------- conf/ groups
+
+
+@dataclass
+class RegimeConf:
+    """conf/regime/<name>.yaml, after params.yaml's ``regime.<name>`` is merged on (which adds ``lr``)."""
+
+    init: str = MISSING
+    cut_at: Optional[str] = MISSING
+    freeze_backbone: bool = MISSING
+    backbone_lr_factor: float = MISSING
+    head_dropout: float = MISSING
+    head_hidden: Optional[int] = MISSING
+    cache_features: bool = MISSING
+    head_epochs: int = MISSING
+    plateau_patience: Optional[int] = MISSING
+    unfreeze_top: Optional[int] = MISSING
+    lr: float = MISSING
+    name: Optional[str] = None
+
+
+@dataclass
+class TrainerConf:
+    """conf/trainer/<name>.yaml: Lightning Trainer arguments plus two module switches."""
+
+    _target_: str = "lightning.pytorch.Trainer"
+    name: Optional[str] = None
+    accelerator: str = MISSING
+    devices: Any = MISSING
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = MISSING
+    deterministic: bool = MISSING
+    benchmark: Optional[bool] = None
+    sync_batchnorm: bool = False
+    channels_last: bool = MISSING
+    compile: bool = MISSING
+
+
+@dataclass
+class SmallResNetArgs:
+    widths: List[int] = MISSING
+
+
+@dataclass
+class SmallVGGArgs:
+    widths: List[int] = MISSING
+
+
+@dataclass
+class SmallCNNArgs:
+    channels: List[int] = MISSING
+    hidden: List[int] = MISSING
+
+
+@dataclass
+class TorchvisionArgs:
+    arch: str = MISSING
+    weights: Optional[str] = MISSING
+
+
+# conf/model/*.yaml: `_target_` names a factory in transferlab.models; its arguments' schema.
+MODEL_ARGS = {
+    "transferlab.models.small_resnet": SmallResNetArgs,
+    "transferlab.models.small_vgg": SmallVGGArgs,
+    "transferlab.models.small_cnn": SmallCNNArgs,
+    "transferlab.models.torchvision_backbone": TorchvisionArgs,
+}
+
+
+@dataclass
+class DatasetUse:
+    """One dataset entry of an experiment (its source or a target)."""
+
+    dataset: str = MISSING                 # a file of conf/dataset/
+    classes: Optional[List[str]] = None    # null: every class of the dataset, in its order
+    size: Optional[str] = None             # targets: small | large (data.<size>_train_per_class)
+    train_per_class: Optional[int] = None  # overrides the size's count for this dataset
+    val_per_class: Optional[int] = None    # override data.val_per_class for this dataset
+    test_per_class: Optional[int] = None   # override data.test_per_class for this dataset
+    test_from: str = "test"                # test: the dataset's test split (or carved from train); val: its val split
+    augment: Optional[str] = None          # a file of conf/augment/ (null: the dataset file's `augment`)
+
+
+@dataclass
+class ExperimentConf:
+    name: Optional[str] = None
+    source: DatasetUse = field(default_factory=DatasetUse)
+    targets: Dict[str, DatasetUse] = field(default_factory=dict)
+    render: Optional[Dict[str, Any]] = None
+
+
+@dataclass
+class TrackingConf:
+    experiment_name: str = MISSING
+
+
+# --------------------------------------------------------------------------- ranges
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def require(where: str, value: Any, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{where}={value!r} is not allowed (allowed: {allowed})")
+
+
+def positive_int(where: str, value: Any, allow_none: bool = False) -> None:
+    ok = (value is None and allow_none) or (_is_int(value) and value >= 1)
+    require(where, value, ok, ("null or " if allow_none else "") + "an integer >= 1")
+
+
+def check_params(p: Any, regime_options: list[str]) -> None:
+    """Ranges and choices of params.yaml that its types cannot express."""
+    require("seed", p.seed, p.seed is None or (_is_int(p.seed) and p.seed >= 0), "null or an integer >= 0")
+    require("seeds", list(p.seeds), len(p.seeds) >= 1 and all(_is_int(s) and s >= 0 for s in p.seeds)
+            and len(set(p.seeds)) == len(p.seeds), "a non-empty list of distinct integers >= 0")
+    require("regimes", list(p.regimes), len(p.regimes) >= 1 and len(set(p.regimes)) == len(p.regimes)
+            and set(p.regimes) <= set(REGIMES), f"a non-empty list of distinct names from {', '.join(REGIMES)}")
+    unknown = sorted(set(p.regime) - set(regime_options))
+    if unknown:
+        raise ConfigError(f"unknown key 'regime.{unknown[0]}' in params.yaml (allowed: {', '.join(regime_options)})")
+    d = p.data
+    positive_int("data.image_size", d.image_size)
+    for key in ("small_train_per_class", "large_train_per_class"):
+        positive_int(f"data.{key}", d[key])
+    for key in ("source_train_per_class", "val_per_class", "test_per_class"):
+        positive_int(f"data.{key}", d[key], allow_none=True)
+    require("data.image_size", d.image_size, d.image_size <= 512, "an integer from 1 to 512")
+    require("data.on_bad_image", d.on_bad_image, d.on_bad_image in ("fail", "skip"), "fail, skip")
+    require("augment.copies", p.augment.copies, 0 <= p.augment.copies <= 64, "an integer from 0 to 64")
+    require("pretrain.source", p.pretrain.source, p.pretrain.source in ("pipeline", "imagenet"), "pipeline, imagenet")
+    for section in ("pretrain", "finetune"):
+        s = p[section]
+        positive_int(f"{section}.batch_size", s.batch_size)
+        require(f"{section}.weight_decay", s.weight_decay, s.weight_decay >= 0, "a number >= 0")
+    positive_int("pretrain.epochs", p.pretrain.epochs)
+    require("pretrain.lr", p.pretrain.lr, p.pretrain.lr > 0, "a number > 0")
+    positive_int("finetune.steps", p.finetune.steps)
+    positive_int("finetune.epochs", p.finetune.epochs)
+    require("finetune.epochs", p.finetune.epochs, p.finetune.epochs <= p.finetune.steps,
+            f"1..finetune.steps ({p.finetune.steps}): each epoch is at least one optimizer step")
+    positive_int("finetune.train_per_class", p.finetune.train_per_class, allow_none=True)
+    for q in p.cut_sweep.quadrants:
+        require("cut_sweep.quadrants", list(p.cut_sweep.quadrants), q in QUADRANTS, ", ".join(QUADRANTS))
+    positive_int("evaluate.batch_size", p.evaluate.batch_size)
+    margin = p.evaluate.promote_margin
+    require("evaluate.promote_margin", margin, 0 <= margin < 1, "a number in [0, 1): test accuracy the "
+            "challenger must gain over the champion")
+    require("retrain.tolerance", p.retrain.tolerance, 0 <= p.retrain.tolerance < 1, "a number in [0, 1)")
+    positive_int("advise.max_images", p.advise.max_images)
+
+
+def check_regime(name: str, r: Any) -> None:
+    where = f"regime.{name}"
+    require(f"{where}.init", r.init, r.init in ("pretrained", "random"), "pretrained, random")
+    require(f"{where}.lr", r.lr, r.lr > 0, "a number > 0")
+    require(f"{where}.head_dropout", r.head_dropout, 0 <= r.head_dropout < 1, "a number in [0, 1)")
+    positive_int(f"{where}.head_hidden", r.head_hidden, allow_none=True)
+    require(f"{where}.head_epochs", r.head_epochs, _is_int(r.head_epochs) and r.head_epochs >= 0, "an integer >= 0")
+    positive_int(f"{where}.plateau_patience", r.plateau_patience, allow_none=True)
+    positive_int(f"{where}.unfreeze_top", r.unfreeze_top, allow_none=True)
+    if not r.freeze_backbone:
+        require(f"{where}.backbone_lr_factor", r.backbone_lr_factor, r.backbone_lr_factor > 0, "a number > 0")
+        require(f"{where}.cache_features", r.cache_features, not r.cache_features,
+                "false: only a frozen backbone (freeze_backbone: true) has features to cache")
+    elif r.head_epochs:
+        require(f"{where}.head_epochs", r.head_epochs, False, "0 for a frozen backbone: there is no second phase")
+
+
+def model_stage_names(model: Any) -> list[str] | None:
+    """A model's stage names from its config alone (no torch), where they follow from it; None otherwise.
+    transferlab.models builds the same names (tests/test_models.py checks they agree)."""
+    target = str(model.get("_target_", ""))
+    if target.endswith("small_resnet"):
+        return ["stem", *(f"stage{i}" for i in range(1, len(model.widths) + 1))]
+    if target.endswith("small_vgg"):
+        return [f"block{i}" for i in range(1, len(model.widths) + 1)]
+    if target.endswith("small_cnn"):
+        return ["block1", "block2", "fc1", "fc2"]
+    arch = str(model.get("arch", ""))
+    if arch.startswith("resnet"):
+        return ["stem", "layer1", "layer2", "layer3", "layer4"]
+    if arch == "vgg11_bn":
+        return [f"block{i}" for i in range(1, 6)]
+    return None
+
+
+def check_cut_points(cfg: Any) -> None:
+    """truncate_freeze's cut_at and the cut sweep's cut points must be stages of the model."""
+    names = model_stage_names(cfg.model)
+    if names is None:
+        return
+    wanted = [("regime.truncate_freeze.cut_at", cfg.regime.truncate_freeze.cut_at)]
+    wanted += [("cut_sweep.cut_at", cut) for cut in cfg.cut_sweep.cut_at]
+    for where, cut in wanted:
+        if cut is not None and cut not in names:
+            raise ConfigError(f"{where}={cut!r} is not a stage of model {cfg.model.name} (allowed: {', '.join(names)})")

@@ -1,0 +1,1 @@
+"""Reading prepared data: the arrays on disk, augmentation pipelines, training sets."""

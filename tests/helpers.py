@@ -1,0 +1,178 @@
+"""Helpers shared by the tests (imported as ``helpers``; conftest.py holds only fixtures)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Small enough that the whole comparison runs in about a minute on 2 cores: 4 regimes x 4 quadrants
+# x 2 seeds, 6 optimizer steps each (a few epochs), plus the cut sweep.
+TINY_PARAMS = {
+    "data.source_train_per_class": 24, "data.small_train_per_class": 6, "data.large_train_per_class": 12,
+    "data.val_per_class": 4, "data.test_per_class": 6, "augment.copies": 1,
+    "pretrain.epochs": 2, "pretrain.batch_size": 32,
+    "seeds": [0, 1], "finetune.steps": 6, "finetune.epochs": 3, "finetune.batch_size": 16,
+    "evaluate.batch_size": 64, "advise.max_images": 64, "cut_sweep.cut_at": ["stem", "stage2"],
+}
+STAGES = {"download", "augment", "pretrain", "cut_sweep", "evaluate", "report",
+          *(f"finetune@{r}" for r in ("freeze_all", "truncate_freeze", "finetune_all", "scratch"))}
+
+
+def tracked_files() -> list[str]:
+    """Files of the project as git sees them (tracked or untracked-not-ignored)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\n")
+    return [f for f in listed if f and (REPO / f).is_file()]
+
+
+def set_params(project: Path, params: dict) -> None:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(project / "params.yaml")
+    for key, value in params.items():
+        OmegaConf.update(cfg, key, value, merge=True)
+    OmegaConf.save(cfg, project / "params.yaml")
+
+
+def git_commit(project: Path, message: str) -> None:
+    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message,
+                                       "--allow-empty"]):
+        subprocess.run(cmd, cwd=project, check=True, env=project_env(), capture_output=True)
+
+
+def copy_project(dest: Path, params: dict | None = None) -> Path:
+    """A copy of the project's source as a fresh git repository, with params.yaml edited."""
+    for rel in tracked_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    # Committed results of the real run are not this copy's: drop them so DVC starts clean.
+    (dest / "dvc.lock").unlink(missing_ok=True)
+    if params:
+        set_params(dest, params)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    git_commit(dest, "copy")
+    return dest
+
+
+def clone_project(template: Path, dest: Path) -> Path:
+    """A copy of a prepared project (its data, models, DVC cache and MLflow store included). The store
+    records absolute artifact locations: they are moved to the copy's own folder, so that no test
+    writes into another project's artifacts."""
+    import sqlite3
+
+    shutil.copytree(template, dest, symlinks=True)
+    db = dest / "mlflow.db"
+    if db.is_file():
+        with sqlite3.connect(db) as store:
+            tables = [row[0] for row in store.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                for column in store.execute(f"PRAGMA table_info('{table}')").fetchall():
+                    if column[2].upper().startswith(("VARCHAR", "TEXT")):
+                        store.execute(f"UPDATE '{table}' SET \"{column[1]}\" = replace(\"{column[1]}\", ?, ?)",
+                                      (str(template), str(dest)))
+    return dest
+
+
+def project_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "TRANSFERLAB_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run(project: Path, *args: str, check: bool = True, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """A command in the project (``python -m ...`` when the first argument is a module)."""
+    cmd = [sys.executable, "-m", *args] if args[0].startswith("transferlab.") else list(args)
+    if cmd[0] == "dvc":
+        cmd[0] = str(BIN / "dvc")
+    done = subprocess.run(cmd, cwd=project, env=project_env(**env), capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert done.returncode == 0, f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n" \
+                                     f"{done.stderr[-3000:]}"
+    return done
+
+
+def dvc(project: Path, *args: str, **env: str) -> str:
+    done = run(project, "dvc", *args, **env)
+    return done.stdout + done.stderr
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def client(project: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def experiment_runs(project: Path, filter_string: str = "") -> list:
+    mlflow_client = client(project)
+    experiment = mlflow_client.get_experiment_by_name("transferlab-builtin")
+    return mlflow_client.search_runs([experiment.experiment_id], filter_string, max_results=5000)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], cwd: Path, port: int, log_path: Path):
+    """Run an MLflow server command, poll /health until it answers (~20 s here), stop it afterwards."""
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=project_env(),
+                                  start_new_session=True)
+        try:
+            deadline = time.time() + 180
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                        if answer.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert server.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
+                time.sleep(0.5)
+            yield url
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+
+
+def rest(url: str, endpoint: str, payload: dict | None = None) -> dict:
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(f"{url}{endpoint}", data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        body = answer.read()
+    return json.loads(body) if endpoint.startswith(("/api/", "/ajax-api/")) else {"bytes": body}
+
+
+def tree_digest(project: Path, folders: tuple[str, ...]) -> dict[str, str]:
+    """{relative path: sha256} of every file under the given folders (what a failed run must not change)."""
+    import hashlib
+
+    digest = {}
+    for folder in folders:
+        for path in sorted((project / folder).rglob("*")):
+            if path.is_file():
+                digest[str(path.relative_to(project))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest
