@@ -19,15 +19,18 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 # Small enough that the whole comparison runs in about a minute on 2 cores: 4 regimes x 4 quadrants
-# x 2 seeds, 6 optimizer steps each (a few epochs), plus the cut sweep.
+# x 2 seeds, 6 optimizer steps each (a few epochs), plus the cut sweep. The experiment has real images
+# (scikit-learn's digits) as its different targets, so real images flow through every stage offline.
 TINY_PARAMS = {
+    "experiment.name": "builtin_digits",
     "data.source_train_per_class": 24, "data.small_train_per_class": 6, "data.large_train_per_class": 12,
     "data.val_per_class": 4, "data.test_per_class": 6, "augment.copies": 1,
     "pretrain.epochs": 2, "pretrain.batch_size": 32,
     "seeds": [0, 1], "finetune.steps": 6, "finetune.epochs": 3, "finetune.batch_size": 16,
     "evaluate.batch_size": 64, "advise.max_images": 64, "cut_sweep.cut_at": ["stem", "stage2"],
 }
-STAGES = {"download", "augment", "pretrain", "cut_sweep", "evaluate", "report",
+EXPERIMENT = "transferlab-" + TINY_PARAMS["experiment.name"]  # MLflow experiment; registry names add -<quadrant>
+STAGES = {"download", "augment", "pretrain", "cut_sweep", "evaluate", "advise", "report",
           *(f"finetune@{r}" for r in ("freeze_all", "truncate_freeze", "finetune_all", "scratch"))}
 
 
@@ -54,11 +57,19 @@ def git_commit(project: Path, message: str) -> None:
 
 
 def copy_project(dest: Path, params: dict | None = None) -> Path:
-    """A copy of the project's source as a fresh git repository, with params.yaml edited."""
+    """A copy of the project's source as a fresh git repository, with params.yaml edited. With the tiny
+    params, the digits targets take the tiny per-class counts too (the experiment file sets its own)."""
     for rel in tracked_files():
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, target)
+    if params is TINY_PARAMS:
+        from omegaconf import OmegaConf
+
+        experiment = OmegaConf.load(dest / "conf/experiment/builtin_digits.yaml")
+        for quadrant in ("small_different", "large_different"):
+            experiment.targets[quadrant] = {"dataset": "digits", "classes": None}
+        OmegaConf.save(experiment, dest / "conf/experiment/builtin_digits.yaml")
     # Committed results of the real run are not this copy's: drop them so DVC starts clean.
     (dest / "dvc.lock").unlink(missing_ok=True)
     if params:
@@ -124,7 +135,7 @@ def client(project: Path):
 
 def experiment_runs(project: Path, filter_string: str = "") -> list:
     mlflow_client = client(project)
-    experiment = mlflow_client.get_experiment_by_name("transferlab-builtin")
+    experiment = mlflow_client.get_experiment_by_name(EXPERIMENT)
     return mlflow_client.search_runs([experiment.experiment_id], filter_string, max_results=5000)
 
 

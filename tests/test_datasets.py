@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import socket
 import subprocess
@@ -85,7 +86,7 @@ def use_datasets(project: Path, datasets: dict[str, dict], source: str, target: 
     different = different or target
     targets = {q: {"dataset": target if "similar" in q else different, "size": q.split("_")[0], **target_keys}
                for q in ("small_similar", "small_different", "large_similar", "large_different")}
-    OmegaConf.save(OmegaConf.create({"source": {"dataset": source}, "targets": targets}),
+    OmegaConf.save(OmegaConf.create({"source": {"dataset": source, **target_keys}, "targets": targets}),
                    project / "conf" / "experiment" / "t.yaml")
 
 
@@ -122,7 +123,7 @@ def test_flat_folder_is_split_stratified_exactly_and_deterministically(project, 
     assert info["counts_per_class"] == {"train": dict.fromkeys(info["classes"], 6),
                                         "val": dict.fromkeys(info["classes"], 2),
                                         "test": dict.fromkeys(info["classes"], 2)}
-    assert info["ignored_files"] == 1 and info["skipped"] == 0 and info["source"]["kind"] == "folder"
+    assert info["ignored_files"] == 1 and info["left_out"] == 0 and info["source"]["kind"] == "folder"
     assert card(project, "small_similar")["counts"] == {"train": 9, "val": 6, "test": 6}
     keys = {}
     for split in SPLITS:
@@ -161,17 +162,17 @@ def test_image_modes_orientation_and_resize_policy(tmp_path):
         image.save(buffer, fmt, **kw)
         return buffer.getvalue()
 
-    gray = prepare.decode_bytes(encoded(Image.new("L", (20, 20), 77), "PNG"), 8)
+    gray = prepare.decode_bytes(encoded(Image.new("L", (20, 20), 77), "PNG"), 8)[0]
     assert gray.shape == (8, 8, 3) and (gray == 77).all()
     sixteen = Image.fromarray(np.full((10, 10), 32896, dtype=np.uint16))
-    assert (prepare.decode_bytes(encoded(sixteen, "PNG"), 8) == 128).all()  # 16-bit scaled, not clipped
+    assert (prepare.decode_bytes(encoded(sixteen, "PNG"), 8)[0] == 128).all()  # 16-bit scaled, not clipped
     rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))  # fully transparent red: composited on white
-    assert (prepare.decode_bytes(encoded(rgba, "PNG"), 8) == 255).all()
+    assert (prepare.decode_bytes(encoded(rgba, "PNG"), 8)[0] == 255).all()
     palette = Image.new("RGB", (10, 10), (0, 0, 200)).convert("P", palette=Image.Palette.ADAPTIVE)
-    assert prepare.decode_bytes(encoded(palette, "GIF"), 8)[4, 4].tolist() == [0, 0, 200]
-    cmyk = prepare.decode_bytes(encoded(Image.new("CMYK", (16, 16), (255, 0, 0, 0)), "JPEG", quality=100), 8)
+    assert prepare.decode_bytes(encoded(palette, "GIF"), 8)[0][4, 4].tolist() == [0, 0, 200]
+    cmyk = prepare.decode_bytes(encoded(Image.new("CMYK", (16, 16), (255, 0, 0, 0)), "JPEG", quality=100), 8)[0]
     assert cmyk[4, 4, 0] < 30 and cmyk[4, 4, 1] > 225 and cmyk[4, 4, 2] > 225  # cyan
-    assert prepare.decode_bytes(encoded(Image.new("1", (9, 9), 1), "PNG"), 4).min() == 255
+    assert prepare.decode_bytes(encoded(Image.new("1", (9, 9), 1), "PNG"), 4)[0].min() == 255
 
     # 40 x 20, left half red, right half blue, stored with EXIF orientation 6 (display rotated 90° clockwise):
     # upright it is 20 wide and 40 tall with red on top; shorter side -> 32, centre crop keeps both halves.
@@ -180,10 +181,10 @@ def test_image_modes_orientation_and_resize_policy(tmp_path):
     wide[:, 20:] = (0, 0, 255)
     exif = Image.Exif()
     exif[0x0112] = 6
-    upright = prepare.decode_bytes(encoded(Image.fromarray(wide), "JPEG", quality=100, exif=exif), 32)
+    upright = prepare.decode_bytes(encoded(Image.fromarray(wide), "JPEG", quality=100, exif=exif), 32)[0]
     assert upright[4, 28, 0] > 200 and upright[4, 28, 2] < 60, "top right is red once EXIF orientation is applied"
     assert upright[28, 4, 2] > 200 and upright[28, 4, 0] < 60
-    plain = prepare.decode_bytes(encoded(Image.fromarray(wide), "JPEG", quality=100), 32)
+    plain = prepare.decode_bytes(encoded(Image.fromarray(wide), "JPEG", quality=100), 32)[0]
     assert plain[4, 28, 2] > 200, "without EXIF the same pixels are blue (the check above can fail)"
 
 
@@ -196,41 +197,156 @@ def truncated_jpeg(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+BAD = "image files that do not decode or are no real example"
 DEFECTS = {
-    "truncated": (lambda root: truncated_jpeg(root / "bird" / "broken.jpg"), "image files that do not decode"),
-    "corrupt": (lambda root: (root / "bird" / "noise.jpg").write_bytes(os.urandom(2000)),
-                "image files that do not decode"),
-    "not_an_image": (lambda root: (root / "cloud" / "notes.txt").write_text("hello"), "image files that do not decode"),
+    "truncated": (lambda root: truncated_jpeg(root / "bird" / "broken.jpg"), "Truncated|truncated|cannot decode"),
+    "corrupt": (lambda root: (root / "bird" / "noise.jpg").write_bytes(os.urandom(2000)), "UnidentifiedImageError"),
+    "not_an_image": (lambda root: (root / "cloud" / "notes.txt").write_text("hello"), "UnidentifiedImageError"),
+    "flat_placeholder": (lambda root: write_jpeg(root / "cloud" / "missing.jpg", (128, 128, 128)), "one flat colour"),
+    "thumbnail": (lambda root: write_jpeg(root / "bird" / "thumb.jpg", (10, 200, 30), size=(6, 5)),
+                  "6x5 px, far smaller than image_size 32"),
 }
+ALL_USED = "data.source_train_per_class=null"  # every file of the source is used, so every file is decoded
+
+
+def manifest(project: Path, name: str) -> list[dict]:
+    import csv
+
+    with open(project / "data/raw" / name / "manifest.csv") as handle:
+        return list(csv.DictReader(handle))
 
 
 @pytest.mark.parametrize("defect", sorted(DEFECTS))
-def test_bad_image_fails_naming_the_file_or_is_skipped_and_listed(project, tmp_path, defect):
+def test_bad_image_fails_naming_the_file_or_is_left_out_and_listed(project, tmp_path, defect):
+    """Catches: a broken file, a one-colour placeholder or a thumbnail used as a training example, a
+    traceback instead of one line, and a skipped file that the manifest does not account for."""
     root = image_folder(tmp_path / "pool")
-    make, message = DEFECTS[defect]
+    make, reason = DEFECTS[defect]
     make(root)
-    bad = sorted(p for p in root.rglob("*") if p.is_file() and p.stem[:4] not in ("appl", "bird", "clou"))
+    bad = next(p for p in root.rglob("*") if p.is_file() and p.stem[:4] not in ("appl", "bird", "clou"))
     use_datasets(project, {"pool": folder_dataset(root)}, "pool", "pool")
-    with pytest.raises(ConfigError, match=message) as failed:
-        run()
-    assert str(bad[0]) in str(failed.value) and "on_bad_image=skip" in str(failed.value)
+    with pytest.raises(ConfigError, match=BAD) as failed:
+        run(ALL_USED)
+    assert bad.name in str(failed.value) and "on_bad_image=skip" in str(failed.value)
     assert "\n" not in str(failed.value)
     assert not (project / "data" / "raw").exists() and not (project / "data" / "raw.staging").exists()
 
-    run("data.on_bad_image=skip")
+    run(ALL_USED, "data.on_bad_image=skip")
     info = card(project, "source")
-    assert info["skipped"] == 1 and info["counts"]["train"] == 18
-    skipped = (project / "data" / "raw" / "source" / "skipped.csv").read_text().splitlines()
-    assert skipped[0] == "split,file,reason" and len(skipped) == 2 and str(bad[0]) in skipped[1]
+    assert info["left_out"] == 1 and info["counts"]["train"] == 3 * 14 - 3 * 4
+    [row] = [r for r in manifest(project, "source") if r["file"].endswith(bad.name)]
+    assert row["split"] == "" and re.search(reason, row["left_out"]), row
 
 
 def test_first_paths_and_a_count_when_many_files_are_bad(project, tmp_path):
+    """Catches: an error that lists hundreds of files, or only says "some"."""
     root = image_folder(tmp_path / "pool")
     for i in range(8):
-        (root / "apple" / f"zz_bad_{i}.jpg").write_bytes(b"not a jpeg")
+        (root / "apple" / f"zz_bad_{i}.jpg").write_bytes(f"not a jpeg {i}".encode())
     use_datasets(project, {"pool": folder_dataset(root)}, "pool", "pool")
-    with pytest.raises(ConfigError, match=r"8 image files that do not decode: .*zz_bad_0.jpg .*; and 3 more"):
+    with pytest.raises(ConfigError, match=rf"8 {BAD}.*: .*zz_bad_\d.jpg .*; and 3 more"):
+        run(ALL_USED)
+
+
+def test_only_the_images_kept_are_decoded_and_the_manifest_accounts_for_every_file(project, tmp_path):
+    """Catches: decoding every file of a big folder (a broken file nobody uses would stop the run), and a
+    manifest whose rows do not point at the right array rows."""
+    root = image_folder(tmp_path / "pool", per_class=30)
+    unused = root / "apple" / "apple_zz_broken.jpg"
+    unused.write_bytes(b"never decoded: not picked with seed 0")
+    other = image_folder(tmp_path / "other")
+    use_datasets(project, {"pool": folder_dataset(root), "other": folder_dataset(other)}, "pool", "other")
+    run()  # 6 + 2 + 2 per class of 30 (31 for apple): most files are hashed, not decoded
+    rows = manifest(project, "source")
+    assert len(rows) == 3 * 30 + 1 and all(len(r["sha256"]) == 64 for r in rows)
+    [broken] = [r for r in rows if r["file"].endswith("apple_zz_broken.jpg")]
+    assert broken["left_out"] == "not picked", "the broken file was decoded (or picked)"
+    assert sum(1 for r in rows if r["split"]) == 3 * 10
+    for split in SPLITS:
+        x, y = arrays(project, "source", split)
+        for r in (r for r in rows if r["split"] == split):
+            image = x[int(r["index"])]
+            assert ["apple", "bird", "cloud"][int(y[int(r["index"])])] == r["label"]
+            assert r["file"] == f"{r['label']}/{Path(r['file']).name}"  # relative to the folder's root
+            assert hashlib.sha256((root / r["file"]).read_bytes()).hexdigest() == r["sha256"]
+            assert abs(int(image[16, 16, 0]) - colour_of(["apple", "bird", "cloud"].index(r["label"]), 0)[0]) <= 3
+
+
+def test_the_same_photo_under_two_classes_is_a_label_conflict_naming_both(project, tmp_path):
+    """Catches: a conflict reported as leakage ("another split"), or one label silently winning."""
+    root = image_folder(tmp_path / "pool")
+    shutil.copy(root / "apple" / "apple_003.jpg", root / "bird" / "looks_like_a_bird.jpg")
+    use_datasets(project, {"pool": folder_dataset(root)}, "pool", "pool")
+    with pytest.raises(ConfigError, match=r"2 images filed under two classes \(label conflicts\): .*label conflict: the "
+                                          r"same image is filed as apple and bird"):
         run()
+    run("data.on_bad_image=skip")
+    left = [r for r in manifest(project, "source") if r["left_out"].startswith("label conflict")]
+    assert sorted(Path(r["file"]).name for r in left) == ["apple_003.jpg", "looks_like_a_bird.jpg"]
+    assert all(r["split"] == "" for r in left), "neither copy may be used"
+
+
+def test_a_duplicate_within_one_split_is_called_a_duplicate(project, tmp_path):
+    """Catches: a duplicate in one folder reported as "in another split"."""
+    root = image_folder(tmp_path / "pool")
+    shutil.copy(root / "cloud" / "cloud_001.jpg", root / "cloud" / "cloud_copy.jpg")
+    use_datasets(project, {"pool": folder_dataset(root)}, "pool", "pool")
+    with pytest.raises(ConfigError) as failed:
+        run()
+    assert "1 duplicate images within one split" in str(failed.value) and "same split" in str(failed.value)
+    assert "another split" not in str(failed.value)
+
+
+def test_a_folder_with_val_but_no_test_can_use_val_as_test(project, tmp_path):
+    """Catches: test carved out of train (shrinking it) when the user asked for their own val split as test."""
+    root = tmp_path / "trainval"
+    image_folder(root, per_class=12, split="train", classes=("ant", "bee"))
+    image_folder(root, per_class=4, split="val", classes=("ant", "bee"))
+    use_datasets(project, {"tv": folder_dataset(root)}, "tv", "tv", test_from="val")
+    run("data.test_per_class=null", "data.val_per_class=2")
+    info = card(project, "large_similar")
+    assert info["splits_drawn_from"] == {"train": "train", "val": "train", "test": "val"}
+    assert info["test_from"] == "val" and info["counts"]["test"] == 8 and info["counts"]["val"] == 4
+    files = {r["file"] for r in manifest(project, "large_similar") if r["split"] == "test"}
+    assert files and all(f.startswith("val/") for f in files)
+
+
+def test_too_few_images_says_where_they_were_carved_from_and_the_options(project, tmp_path):
+    """Catches: an error that names the class but not why (val/test carved out of train) nor the way out."""
+    root = image_folder(tmp_path / "pool", per_class=7)
+    use_datasets(project, {"pool": folder_dataset(root)}, "pool", "pool")
+    with pytest.raises(ConfigError) as failed:
+        run()
+    message = str(failed.value)
+    assert "class 'apple' has 7 usable images in split train of pool, asked for 2 (test) + 2 (val) + 6 (train)" in message
+    assert "val and test are carved out of split train because pool has no val or test split" in message
+    assert "test_per_class on experiment.source" in message and "test_from: val" in message
+
+
+def test_scikit_learn_digits_are_real_images_without_a_download(project):
+    """Catches: the offline real-image dataset missing, misread (8x8 ink levels) or not stratified."""
+    download.main(["experiment=builtin_digits", *[f"{k}={v}" for k, v in COUNTS.items()]])
+    info = card(project, "small_different")
+    assert info["classes"] == [str(d) for d in range(10)] and info["source"]["kind"] == "sklearn"
+    assert info["counts_per_class"]["val"] == dict.fromkeys(info["classes"], 20)  # the experiment's own counts
+    x, y = arrays(project, "large_different", "train")
+    assert x.shape == (10 * 120, 32, 32, 3) and np.bincount(y).tolist() == [120] * 10
+    assert x.max() > 200 and x.min() < 30, "ink levels 0..16 became 0..255"
+
+
+def test_a_folder_two_quadrants_use_is_scanned_once(tmp_path):
+    """Catches: hashing a big folder again for every quadrant that uses it."""
+    from transferlab.datasets.sources import ImageFolderSource
+
+    root = image_folder(tmp_path / "pool")
+    source = ImageFolderSource(str(root))
+    source.fetch(tmp_path)
+    reads = []
+    original = source.read
+    source.read = lambda split: reads.append(split) or original(split)
+    scans = prepare.Scans(pool=None)
+    first = scans.get("pool", source, "train")
+    assert scans.get("pool", source, "train") is first and reads == ["train"]
 
 
 def test_leakage_between_split_folders_fails_or_is_dropped_from_train(project, tmp_path):
@@ -240,18 +356,18 @@ def test_leakage_between_split_folders_fails_or_is_dropped_from_train(project, t
     shutil.copy(root / "test" / "b" / "b_004.jpg", root / "train" / "b" / "leaked.jpg")
     use_datasets(project, {"split": folder_dataset(root)}, "split", "split")
     with pytest.raises(ConfigError, match=r"1 images that are also in another split \(leakage\): .*leaked.jpg "
-                                          r"\(same content as .*test/b/b_004.jpg\)"):
+                                          r"\(leakage: same content as test/b/b_004.jpg"):
         run()
     run("data.on_bad_image=skip")
-    skipped = (project / "data/raw/source/skipped.csv").read_text()
-    assert "leaked.jpg" in skipped and "leakage" in skipped
+    [row] = [r for r in manifest(project, "source") if r["file"].endswith("leaked.jpg")]
+    assert row["left_out"].startswith("leakage") and row["split"] == ""
     assert card(project, "source")["counts"] == {"train": 12, "val": 4, "test": 4}
 
 
 @pytest.mark.parametrize("case,message", [
     ("empty_class", "empty class folder"),
     ("single_class", "1 class folder(s) ['apple'] (need 2 or more)"),
-    ("too_few", "source: class 'cloud' has 5 usable images in source split train, asked for 2 (test) + 2 (val) + 6 (train)"),
+    ("too_few", "source: class 'cloud' has 5 usable images in split train of pool, asked for 2 (test) + 2 (val) + 6 (train)"),
     ("bad_policy", "data.on_bad_image='maybe' is not allowed (allowed: fail, skip)"),
     ("unknown_class", "unknown classes ['pear'] for dataset pool (allowed: apple, bird, cloud)"),
     ("missing_root", "image folder"),
@@ -285,8 +401,9 @@ def test_a_failed_run_keeps_the_previous_data_and_leaves_nothing_half_written(pr
     image_folder(tmp_path / "bad")
     run()
     before = {p.name: card(project, p.name)["sha256"] for p in (project / "data/raw").iterdir() if p.is_dir()}
-    truncated_jpeg(tmp_path / "bad" / "bird" / "zz.jpg")  # the third dataset to be prepared fails
-    with pytest.raises(ConfigError, match="do not decode"):
+    # the third dataset to be prepared fails: the same photo under two classes
+    shutil.copy(tmp_path / "bad" / "apple" / "apple_000.jpg", tmp_path / "bad" / "bird" / "zz.jpg")
+    with pytest.raises(ConfigError, match="label conflict"):
         run("seed=3")
     after = {p.name: card(project, p.name)["sha256"] for p in (project / "data/raw").iterdir() if p.is_dir()}
     assert after == before
@@ -297,12 +414,12 @@ def test_the_stage_command_reports_bad_input_in_one_line_and_exit_code_2(project
     root = image_folder(tmp_path / "pool")
     truncated_jpeg(root / "apple" / "cut.jpg")
     use_datasets(project, {"pool": folder_dataset(root)}, "pool", "pool")
-    done = subprocess.run([sys.executable, "-m", "transferlab.download", "experiment=t",
-                           *[f"{k}={v}" for k, v in COUNTS.items()]], cwd=project, env=project_env(),
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "transferlab.download", "experiment=t", ALL_USED,
+                           *[f"{k}={v}" for k, v in COUNTS.items() if k != "data.source_train_per_class"]],
+                          cwd=project, env=project_env(), capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
-    assert done.stderr.startswith("error: source: 1 image files that do not decode: ") and "cut.jpg" in done.stderr
+    assert done.stderr.startswith(f"error: source: 1 {BAD}") and "cut.jpg" in done.stderr
 
 
 # --------------------------------------------------------------------------- archives
@@ -547,7 +664,7 @@ def fake_dtd(root: Path, classes=("banded", "dotted", "striped"), per_split: int
         for c, name in enumerate(classes):
             for i in range(per_split):
                 file = f"{name}_{s}{i:02d}.jpg"
-                write_jpeg(data / "images" / name / file, (30 + 70 * c, 10 * s + i, 99), size=(60, 44))
+                write_jpeg(data / "images" / name / file, (30 + 70 * c, 60 * s + 9 * i, 99), size=(60, 44))
                 lines.append(f"{name}/{file}")
         (data / "labels").mkdir(parents=True, exist_ok=True)
         (data / "labels" / f"{split}1.txt").write_text("\n".join(lines) + "\n")

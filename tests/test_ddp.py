@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 def test_ddp_finetune_stage_tracks_each_cell_once_and_counts_every_val_image_once(prepared_copy):
     """finetune_all with two phases (gated groups must not upset DDP's reducer) under 2-process DDP, every
     quadrant in one process. Catches: a run per rank, files written by two ranks, padded validation (16
-    instead of 15 images: the sampler would count one twice), a second fit in the same process that
+    instead of 15 images for 5 classes: the sampler would count one twice), a second fit in the same process that
     hangs or starts its own processes."""
     project = prepared_copy
     ddp = ("trainer=ddp", "trainer.accelerator=cpu", "seeds=[0]", "data.val_per_class=3",
@@ -27,7 +27,8 @@ def test_ddp_finetune_stage_tracks_each_cell_once_and_counts_every_val_image_onc
     assert sorted(r.data.tags["quadrant"] for r in cells) == sorted(
         ("small_similar", "small_different", "large_similar", "large_different"))
     for run_ in cells:
-        assert run_.data.tags["val_samples"] == "15", run_.data.tags["val_samples"]
+        classes = len(json.loads((project / "data/raw" / run_.data.tags["quadrant"] / "card.json").read_text())["classes"])
+        assert run_.data.tags["val_samples"] == str(3 * classes), run_.data.tags["val_samples"]
         assert run_.data.params["strategy"] == "ddp" and run_.info.status == "FINISHED"
     two_phase = next(r for r in cells if r.data.tags["regime"] == "finetune_all")
     phases = [m.value for m in mlflow_client.get_metric_history(two_phase.info.run_id, "phase")]

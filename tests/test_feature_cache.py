@@ -20,7 +20,8 @@ def fit(module, train_set, val_set, epochs=3):
                         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
                         use_distributed_sampler=False)
     trainer.fit(module, datamodule=FitData(train_set, val_set, batch_size=8, seed=0, steps_per_epoch=5))
-    return {**{k: float(v) for k, v in trainer.callback_metrics.items()}, "optimizer_steps": trainer.global_step}
+    return {**{k: float(v) for k, v in trainer.callback_metrics.items()}, "optimizer_steps": trainer.global_step,
+            "train/loss": module.history[-1]["train_loss"]}
 
 
 @pytest.mark.parametrize("regime,extra", [

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from helpers import BIN, dvc, free_port, rest, serving, set_params
+from helpers import EXPERIMENT, BIN, dvc, free_port, rest, serving, set_params
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ def test_a_real_mlflow_server_gets_the_pipeline_over_http(prepared_copy, tmp_pat
            "--workers", "1"]
     with serving(cmd, tmp_path, port, tmp_path / "server.log") as url:
         dvc(prepared_copy, "repro", MLFLOW_TRACKING_URI=url)
-        runs = search(url, "transferlab-builtin")
+        runs = search(url, EXPERIMENT)
         [parent] = [r for r in runs if tags_of(r)["stage"] == "pipeline"]
         assert parent["info"]["status"] == "FINISHED"
         assert {m["key"] for m in parent["data"]["metrics"]} >= {f"{q}/test_acc" for q in QUADRANTS}
@@ -48,7 +48,7 @@ def test_a_real_mlflow_server_gets_the_pipeline_over_http(prepared_copy, tmp_pat
         report = rest(url, f"/api/2.0/mlflow/artifacts/list?run_id={parent['info']['run_id']}&path=report")
         assert {"report/summary.md", "report/metrics.json"} <= {f["path"] for f in report["files"]}
         for quadrant in QUADRANTS:
-            name = quote(f"transferlab-builtin-{quadrant}")
+            name = quote(f"{EXPERIMENT}-{quadrant}")
             champion = rest(url, f"/api/2.0/mlflow/registered-models/alias?name={name}&alias=champion")
             assert champion["model_version"]["version"] == "1"
             assert {t["key"] for t in champion["model_version"]["tags"]} >= {"quadrant", "regime", "seed", "test_acc"}
@@ -62,7 +62,7 @@ def test_make_ui_shows_the_verdict_few_params_and_linked_models(pipeline_copy, t
     port = free_port()
     with serving(["make", "-o", ".venv/.installed", "ui", f"MLFLOW_PORT={port}"], pipeline_copy, port,
                  tmp_path / "ui.log") as url:
-        runs = search(url, "transferlab-builtin")
+        runs = search(url, EXPERIMENT)
         parents = [r for r in runs if tags_of(r)["stage"] == "pipeline" and r["data"].get("metrics")]
         assert len(parents) == 1
         parent = parents[0]
@@ -83,7 +83,7 @@ def test_make_ui_shows_the_verdict_few_params_and_linked_models(pipeline_copy, t
             if tags_of(run)["stage"] == "finetune":
                 assert len(run["data"].get("params", [])) <= 40
         models = rest(url, "/api/2.0/mlflow/registered-models/search?max_results=100")["registered_models"]
-        assert sorted(m["name"] for m in models) == sorted(f"transferlab-builtin-{q}" for q in QUADRANTS)
+        assert sorted(m["name"] for m in models) == sorted(f"{EXPERIMENT}-{q}" for q in QUADRANTS)
         for model in models:
             assert model.get("description") and {t["key"] for t in model["tags"]} >= {"quadrant"}
             [latest] = model["latest_versions"]

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import STAGES, TINY_PARAMS, client, dvc, experiment_runs, git_commit, ran, set_params
+from helpers import EXPERIMENT, STAGES, TINY_PARAMS, client, dvc, experiment_runs, git_commit, ran, set_params
 
 QUADRANTS = ("small_similar", "small_different", "large_similar", "large_different")
 REGIMES = ("freeze_all", "truncate_freeze", "finetune_all", "scratch")
@@ -54,7 +54,7 @@ def test_the_registered_champion_is_the_winners_best_validation_network(pipeline
     mlflow.set_tracking_uri(f"sqlite:///{pipeline_project / 'mlflow.db'}")
     for quadrant in QUADRANTS:
         verdict = comparison[quadrant]["verdict"]
-        name = f"transferlab-builtin-{quadrant}"
+        name = f"{EXPERIMENT}-{quadrant}"
         champion = mlflow_client.get_model_version_by_alias(name, "champion")
         assert champion.tags["regime"] == verdict["winner"] and champion.tags["seed"] == str(verdict["chosen_seed"])
         evaluation = mlflow_client.get_run(champion.run_id)
@@ -118,6 +118,7 @@ def would_run(project) -> set[str]:
     ({"finetune.steps": 8}, {f"finetune@{r}" for r in REGIMES} | {"cut_sweep", "report"}),
     ({"pretrain.lr": 0.002}, {"pretrain"}),
     ({"augment.copies": 2}, {"augment"}),
+    ({"advise.max_images": 32}, {"advise"}),
 ])
 def test_a_params_change_reruns_exactly_the_stages_that_read_it(pipeline_copy, change, expected):
     """The stages whose own inputs changed (`dvc repro --dry`; their downstream stages run after them when
@@ -131,7 +132,8 @@ def test_a_params_change_reruns_exactly_the_stages_that_read_it(pipeline_copy, c
     ("conf/regime/finetune_all.yaml", "backbone_lr_factor: 0.1", "backbone_lr_factor: 0.2",
      {"finetune@finetune_all"}),
     ("conf/augment/default.yaml", "p: 0.5", "p: 0.4", {"augment"}),
-    ("src/transferlab/analysis/verdict.py", '"""The comparison', '"""The comparison\n', {"evaluate", "report"}),
+    ("src/transferlab/analysis/verdict.py", '"""The comparison', '"""The comparison\n',
+     {"evaluate", "advise", "report"}),
     ("src/transferlab/data/arrays.py", '"""Prepared', '"""Prepared\n', STAGES - {"download", "report"}),
 ])
 def test_a_file_change_reruns_the_stages_that_read_it(pipeline_copy, path, old, new, expected):
@@ -192,7 +194,8 @@ def test_dvc_plots_colour_by_regime_pair_train_and_val_and_mark_chance(pipeline_
     rows = curves["data"]["values"]
     assert {r["metric"] for r in rows} == {"train/acc", "val/acc"}, "the names MLflow uses"
     assert {(r["quadrant"], r["regime"]) for r in rows} == {(q, r) for q in QUADRANTS for r in REGIMES}
-    assert all(float(r["chance"]) == pytest.approx(0.2) for r in rows)
+    comparison = json.loads((pipeline_project / "reports/evaluate/comparison.json").read_text())
+    assert all(float(r["chance"]) == pytest.approx(1 / comparison[r["quadrant"]]["num_classes"]) for r in rows)
     assert sorted({int(r["epoch"]) for r in rows}) == list(range(1, TINY_PARAMS["finetune.epochs"] + 1))
     assert curves["spec"]["layer"][0]["encoding"]["color"]["field"] == "regime"
     bars = by_file["reports/comparison.csv"]["data"]["values"]
@@ -220,7 +223,9 @@ def test_mlflow_runs_are_readable_few_params_epoch_steps_no_bookkeeping_series(p
         history = mlflow_client.get_metric_history(run.info.run_id, "val/acc")
         assert [m.step for m in history] == list(range(1, TINY_PARAMS["finetune.epochs"] + 1))
         assert all(len(repr(m.value)) <= 10 for m in history), [m.value for m in history]
-        assert run.data.tags["val_samples"] == str(5 * TINY_PARAMS["data.val_per_class"])
+        classes = json.loads((pipeline_project / "reports/evaluate/comparison.json").read_text())[
+            run.data.tags["quadrant"]]["num_classes"]
+        assert run.data.tags["val_samples"] == str(classes * TINY_PARAMS["data.val_per_class"])
     evaluations = [r for r in runs if r.data.tags["stage"] == "evaluate"]
     assert len(evaluations) == len(QUADRANTS)
     for evaluation in evaluations:
@@ -230,3 +235,26 @@ def test_mlflow_runs_are_readable_few_params_epoch_steps_no_bookkeeping_series(p
                                                      filter_string=f"source_run_id = '{evaluation.info.run_id}'")
         assert model.name == f"{evaluation.data.tags['quadrant']}-{evaluation.data.tags['regime']}"
         assert "mlflow.modelVersions" in model.tags, "the logged model links to its registered version"
+
+
+@pytest.mark.e2e
+def test_the_advisor_scores_every_stage_and_is_checked_against_the_measurement(pipeline_project):
+    """Catches: an advice without the numbers behind it, a pick outside the regimes, advice runs missing
+    from MLflow, and a report that does not set the advice beside the measured winner."""
+    summary = (pipeline_project / "reports/summary.md").read_text()
+    assert "## The advisor, checked against the measurement" in summary
+    runs = {r.data.tags["quadrant"]: r for r in experiment_runs(pipeline_project) if r.data.tags["stage"] == "advise"}
+    assert set(runs) == set(QUADRANTS)
+    for quadrant in QUADRANTS:
+        advice = json.loads((pipeline_project / "reports/advice" / f"{quadrant}.json").read_text())
+        assert list(advice["stages"]) == ["stem", "stage1", "stage2", "stage3"]
+        assert all(set(v) == {"logme", "logme_random", "pad"} for v in advice["stages"].values())
+        rule = advice["recommendation"]
+        assert rule["regime"] in REGIMES and rule["reason"]
+        assert (rule["cut_at"] is not None) == (rule["regime"] == "truncate_freeze")
+        run = runs[quadrant]
+        assert run.data.tags["regime"] == rule["regime"] and run.data.metrics["logme/stage3"] == pytest.approx(
+            advice["stages"]["stage3"]["logme"])
+        assert f"| {quadrant} | {rule['regime']}" in summary
+    metrics = json.loads((pipeline_project / "reports/metrics.json").read_text())
+    assert 0 <= metrics["advisor"]["hits"] <= 4

@@ -5,12 +5,14 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from transferlab.core.config import load_config
 from transferlab.core.errors import ConfigError
 from transferlab.data.arrays import ImageArrayDataset, collate_images
+from transferlab.tracking.logger import EpochMLflowLogger
+from transferlab.training.callbacks import RESUME_FILE, ResumeState
 from transferlab.training.comparison import build_module, pretrained_state
 
 NUM_CLASSES = 5
@@ -204,6 +206,53 @@ def test_phase_and_learning_rates_survive_resume_from_a_checkpoint(repo, tmp_pat
         for s in stages:  # epoch 1: still phase 1 after resume; from epoch 2 (head_epochs) phase 2
             expected = 0.0 if epoch < 2 else lr * 0.1 * cosine(epoch)
             assert lrs[f"backbone.{s}"] == pytest.approx(expected), (epoch, s)
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL at a chosen point of an epoch."""
+
+
+class KillAfterResumeState(Checkpoint):
+    """Runs right after ResumeState (Lightning calls checkpoint callbacks last, in list order)."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 0:
+            raise Killed
+
+
+class KillBeforeResumeState(Callback):
+    """Runs before the module's and ResumeState's epoch end: the epoch's val metrics are written."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise Killed
+
+
+def tracked_fit(repo, tmp_path, uri: str, run_id: str, *callbacks, resumed: bool = False) -> None:
+    _, module = module_for(repo, "finetune_all", epochs=3)
+    logger = EpochMLflowLogger(tracking_uri=uri, run_id=run_id, resumed=resumed)
+    resume = tmp_path / RESUME_FILE
+    L.Trainer(max_epochs=3, logger=logger, enable_progress_bar=False, enable_model_summary=False,
+              num_sanity_val_steps=0, accelerator="cpu", callbacks=[ResumeState(tmp_path), *callbacks]).fit(
+        module, *data(), ckpt_path=str(resume) if resumed else None, weights_only=False)
+
+
+@pytest.mark.parametrize("kill", [KillAfterResumeState, KillBeforeResumeState])
+def test_a_fit_killed_anywhere_in_an_epoch_logs_each_epochs_metrics_once(repo, tmp_path, kill):
+    """Catches: an epoch's train metrics lost because the resume checkpoint was written before them
+    (a kill in between; the resumed fit starts at the next epoch), and an epoch logged twice when a
+    kill before the checkpoint makes the resumed fit redo it."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())).info.run_id
+    with pytest.raises(Killed):
+        tracked_fit(repo, tmp_path, uri, run_id, kill())
+    tracked_fit(repo, tmp_path, uri, run_id, resumed=True)
+    for metric in ("train/loss", "train/acc", "val/acc", "lr/head"):
+        steps = sorted(m.step for m in client.get_metric_history(run_id, metric))
+        assert steps == [1, 2, 3], f"{metric}: {steps}"
 
 
 def test_plateau_ends_phase_one_early_and_is_saved_in_the_checkpoint(repo):

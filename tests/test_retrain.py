@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import client, git_commit, project_env, ran, set_params
+from helpers import EXPERIMENT, client, git_commit, project_env, ran, set_params
 
 
 QUADRANTS = ("small_similar", "small_different", "large_similar", "large_different")
@@ -33,7 +33,7 @@ def decisions(project: Path) -> dict[str, str]:
 
 
 def champion(project: Path, quadrant: str) -> int:
-    return int(client(project).get_model_version_by_alias(f"transferlab-builtin-{quadrant}", "champion").version)
+    return int(client(project).get_model_version_by_alias(f"{EXPERIMENT}-{quadrant}", "champion").version)
 
 
 @pytest.mark.e2e
@@ -51,7 +51,7 @@ def test_retrain_keeps_promotes_and_refuses_a_weaker_challenger(pipeline_copy, t
 
     # small_similar loses its champion (as a new quadrant would have none); a change re-runs one regime.
     # (A tolerance of 0.99: whatever the tiny data gives elsewhere, no quadrant counts as regressed.)
-    client(project).delete_registered_model_alias("transferlab-builtin-small_similar", "champion")
+    client(project).delete_registered_model_alias(f"{EXPERIMENT}-small_similar", "champion")
     set_params(project, {"regime.scratch.lr": 0.002, "retrain.tolerance": 0.99})
     code, text, output = retrain(project)
     assert code == 0 and text.startswith("# Retraining: promoted")

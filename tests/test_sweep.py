@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from helpers import client, run
+from helpers import EXPERIMENT, client, run
 
 
 def test_slurm_launcher_config_composes(repo):
@@ -29,7 +29,7 @@ def test_sweep_runs_one_tracked_cell_per_job_in_its_own_folder(prepared_copy, tm
     assert cell["steps"] == 4 and cell["seed"] == 3 and 0 <= cell["test"]["acc"] <= 1
     assert list(sweep_dir.glob(".submitit/*")), "the jobs did not go through submitit"
     mlflow_client = client(prepared_copy)
-    runs = mlflow_client.search_runs([mlflow_client.get_experiment_by_name("transferlab-builtin").experiment_id],
+    runs = mlflow_client.search_runs([mlflow_client.get_experiment_by_name(EXPERIMENT).experiment_id],
                                      "tags.stage = 'sweep'")
     assert sorted(r.data.tags["regime"] for r in runs) == ["freeze_all", "scratch"]
     assert all("test/acc" in r.data.metrics and r.data.tags["seed"] == "3" for r in runs)

@@ -2,20 +2,23 @@
 
 The experiment (conf/experiment/<experiment.name>.yaml) names the source dataset and the
 four targets; each names a dataset of conf/dataset/ (built-in generated data, a
-torchvision dataset, an image folder or an archive; see transferlab.sources), the
-classes to use and the images per class. Order of work, so that bad input fails early:
+torchvision dataset, scikit-learn's digits, an image folder or an archive; see
+transferlab.datasets.sources), the classes to use and the images per class. Order of work, so
+that bad input fails early:
 
 1. check the experiment and build every source (no I/O);
 2. fetch every dataset into data/downloads/<dataset>/ (a cache DVC does not own; offline,
    a dataset that must be downloaded fails here with one line);
-3. prepare each into a staging folder (transferlab.prepare), which replaces data/raw
-   only when all five succeeded: a failed run leaves no half-written dataset.
+3. prepare each into a staging folder (transferlab.datasets.prepare: scan and hash every file, check
+   content, decode only the images kept), which replaces data/raw only when all five succeeded: a
+   failed run leaves no half-written dataset.
 
-Output per dataset: data/raw/<name>/{x,y}_{train,val,test}.npy, card.json, skipped.csv.
+Output per dataset: data/raw/<name>/{x,y}_{train,val,test}.npy, manifest.csv, card.json.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -123,63 +126,103 @@ def check_classes(plan: Plan, source) -> list[str]:
     return chosen
 
 
-def prepare_generated(cfg: DictConfig, plan: Plan, source: GeneratedSource, folder: Path, pool) -> dict:
+def prepare_generated(cfg: DictConfig, plan: Plan, source: GeneratedSource, folder: Path, pool, scans) -> dict:
     for split in SPLITS:
         if plan.counts[split] is None:
             raise ConfigError(f"{plan.name}: generated data needs a number of images per class for {split} (got null)")
     classes = check_classes(plan, source)
     folder.mkdir(parents=True)
+    manifest = []
     for split in SPLITS:  # classes render in parallel in the pool
         seed_words = [cfg.seed or 0, DATASETS.index(plan.name), SPLIT_SEED[split]]
         x, y = source.generate(classes, plan.counts[split], seed_words, cfg.data.image_size, pool)
-        rows = np.arange(len(y))
-        prepare.write_arrays(folder, split, x, y, rows)
-    prepare.write_skipped(folder, [])
-    return {"classes": classes, "extra": {"skipped": 0, "ignored_files": 0}}
+        prepare.write_arrays(folder, split, x, y, np.arange(len(y)))
+        manifest += [{"file": f"generated:{split}[{i}]", "sha256": hashlib.sha256(x[i].tobytes()).hexdigest(),
+                      "label": classes[int(y[i])], "split": split, "index": i, "left_out": ""} for i in range(len(y))]
+    prepare.write_manifest(folder, manifest)
+    return {"classes": classes, "extra": {"left_out": 0, "ignored_files": 0}}
 
 
-def prepare_real(cfg: DictConfig, plan: Plan, source, folder: Path, pool) -> dict:
-    """Decode, check, pick and write one dataset from a source with real images."""
-    where, policy, size = plan.name, cfg.data.on_bad_image, cfg.data.image_size
+def split_sources(plan: Plan, source) -> dict[str, str]:
+    """Which split of the source each prepared split is drawn from: its own, else carved out of train;
+    with `test_from: val`, test is the source's val split and val is carved out of train."""
     draws_from = {split: split if split in source.splits else "train" for split in SPLITS}
-    raws = {src: source.read(src) for src in dict.fromkeys(draws_from.values())}
-    all_classes = raws["train"].classes
-    for src, raw in raws.items():
-        if raw.classes != all_classes:
-            raise ConfigError(f"{where}: split {src} has classes {raw.classes[:10]}..., train has {all_classes[:10]}...")
+    if plan.use.test_from == "val":
+        if "val" not in source.splits or "test" in source.splits:
+            raise ConfigError(f"experiment.{plan.name}.test_from=val needs a dataset with a val split and no test "
+                              f"split ({plan.use.dataset} has {', '.join(source.splits)})")
+        draws_from.update(test="val", val="train")
+    elif plan.use.test_from != "test":
+        raise ConfigError(f"experiment.{plan.name}.test_from={plan.use.test_from!r} is not allowed (allowed: test, val)")
+    return draws_from
+
+
+def shortfall(plan: Plan, classes: list[str], src: str, draws_from: dict[str, str]):
+    """The 'too few images' message for a class of source split ``src``: what was asked, from where, and the ways out."""
+    def describe(cls: int, usable: int, fixed: list[str], open_ended: list[str]) -> str:
+        asked = " + ".join(f"{plan.counts[s]} ({s})" for s in fixed)
+        asked += f" + at least 1 ({open_ended[0]})" if open_ended else ""
+        carved = [s for s, f in draws_from.items() if f == src and s != src]
+        why = (f"; {' and '.join(carved)} {'is' if len(carved) == 1 else 'are'} carved out of split {src} because "
+               f"{plan.use.dataset} has no {' or '.join(carved)} split of its own") if carved else ""
+        return (f"{plan.name}: class {classes[cls]!r} has {usable} usable images in split {src} of {plan.use.dataset}, "
+                f"asked for {asked}{why}. Lower data.*_per_class, set train_per_class / val_per_class / "
+                f"test_per_class on experiment.{plan.name}, or (for a folder with val/ but no test/) test_from: val")
+    return describe
+
+
+def prepare_real(cfg: DictConfig, plan: Plan, source, folder: Path, pool, scans: prepare.Scans) -> dict:
+    """Scan, check, pick, decode (only what is kept) and write one dataset from a source of real images."""
+    where, policy, size = plan.name, cfg.data.on_bad_image, cfg.data.image_size
+    draws_from = split_sources(plan, source)
+    scanned = {src: scans.get(plan.use.dataset, source, src) for src in dict.fromkeys(draws_from.values())}
+    all_classes = scanned["train"].raw.classes
+    for src, found in scanned.items():
+        if found.raw.classes != all_classes:
+            raise ConfigError(f"{where}: split {src} has classes {found.raw.classes[:10]}..., train has "
+                              f"{all_classes[:10]}...")
     source.classes = all_classes
     classes = check_classes(plan, source)
     class_map = np.full(len(all_classes), -1, dtype=np.int64)
     class_map[[all_classes.index(c) for c in classes]] = np.arange(len(classes))
+    chosen = {src: np.flatnonzero(class_map[found.labels] >= 0) for src, found in scanned.items()}
+
+    problems = [prepare.Problem("bad", src, i, reason) for src, found in scanned.items()
+                for i, reason in found.unreadable.items() if class_map[found.labels[i]] >= 0]
+    problems += prepare.content_problems(scanned, chosen, all_classes, draws_from)
+    if problems and policy == "fail":
+        order = {"conflict": 0, "bad": 1, "duplicate": 2, "leakage": 3}
+        raise prepare.problem_error(where, sorted(problems, key=lambda p: order[p.kind]), scanned)
+    left_out = {(p.source, p.index): p.reason for p in problems}
 
     folder.mkdir(parents=True)
-    decoded = {}
-    for src, raw in raws.items():
-        chosen = np.flatnonzero(class_map[raw.labels] >= 0)
-        decoded[src] = prepare.decode_split(raw, src, chosen, class_map, size, folder / f".decoded-{src}.npy", pool)
-    skipped = [(src, key, reason) for src, d in decoded.items() for key, reason in d.bad]
-    if skipped and policy == "fail":
-        raise prepare.bad_input_error(where, "image files that do not decode", [(k, r) for _, k, r in skipped])
-    leaks = prepare.leaked(decoded, draws_from)
-    if leaks and policy == "fail":
-        raise prepare.bad_input_error(where, "images that are also in another split (leakage)",
-                                      [(decoded[s].keys[i], f"same content as {other}") for s, i, other in leaks])
-    for src, i, other in leaks:
-        decoded[src].good[i] = False
-        skipped.append((src, decoded[src].keys[i], f"leakage: same content as {other}"))
-
-    for src, d in decoded.items():
+    manifest, images, labels = [], {split: [] for split in SPLITS}, {split: [] for split in SPLITS}
+    for src, found in scanned.items():
+        usable = np.asarray([i for i in chosen[src] if (src, int(i)) not in left_out], dtype=np.int64)
         wanted = {split: plan.counts[split] for split in SPLITS if draws_from[split] == src}
         seed_words = [cfg.seed or 0, DATASETS.index(plan.name), SPLIT_SEED[src]]
-        rows = prepare.pick(d.labels, d.good, wanted, len(classes), seed_words, where, classes, src)
-        for split, picked in rows.items():
-            prepare.write_arrays(folder, split, d.images, d.labels, picked)
-        del d.images
-        (folder / f".decoded-{src}.npy").unlink()
-    prepare.write_skipped(folder, skipped)
-    ignored = sum(raw.ignored for raw in raws.values())
-    return {"classes": classes, "extra": {"skipped": len(skipped), "ignored_files": ignored,
-                                          "splits_drawn_from": draws_from}}
+        picked = prepare.pick_and_decode(found, usable, class_map, wanted, seed_words, size, policy, pool, where,
+                                         shortfall(plan, classes, src, draws_from))
+        placed = {}
+        for split, positions in picked.rows.items():
+            for row, i in enumerate(positions):
+                images[split].append(picked.images[i])
+                labels[split].append(class_map[found.labels[i]])
+                placed[i] = (split, row)
+        left_out.update({(src, i): reason for i, reason in picked.bad.items()})
+        for i in chosen[src]:
+            i = int(i)
+            split, row = placed.get(i, ("", ""))
+            manifest.append({"file": found.keys[i], "sha256": found.digests[i],
+                             "label": all_classes[int(found.labels[i])], "split": split, "index": row,
+                             "left_out": left_out.get((src, i), "" if split else "not picked")})
+    for split in SPLITS:
+        prepare.write_split(folder, split, images[split], np.asarray(labels[split], dtype=np.int64), size)
+    prepare.write_manifest(folder, manifest)
+    ignored = sum(found.raw.ignored for found in scanned.values())
+    skipped = sum(1 for row in manifest if row["left_out"] and row["left_out"] != "not picked")
+    return {"classes": classes, "extra": {"left_out": skipped, "ignored_files": ignored,
+                                          "splits_drawn_from": draws_from, "test_from": plan.use.test_from}}
 
 
 def check_sizes(cfg: DictConfig, todo: list[Plan], sources: dict, raw: Path) -> None:
@@ -228,19 +271,20 @@ def main(argv: list[str]) -> None:
         for name, source in sources.items():
             source.fetch(downloads / name)
         with staged_dir(raw) as staging, prepare.worker_pool() as pool:  # data/raw: replaced only if all five succeed
+            scans = prepare.Scans(pool)
             for plan in todo:
                 source = sources[plan.use.dataset]
                 folder = staging / plan.name
                 make = prepare_generated if isinstance(source, GeneratedSource) else prepare_real
-                made = make(cfg, plan, source, folder, pool)
+                made = make(cfg, plan, source, folder, pool, scans)
                 info = prepare.card(folder, plan.name, made["classes"],
                                     {"dataset": plan.use.dataset, **source.describe()}, cfg.data.image_size,
                                     {"seed": cfg.seed, "on_bad_image": cfg.data.on_bad_image, **made["extra"]})
                 write_json(folder / "card.json", info)
                 counts = "/".join(str(info["counts"][s]) for s in SPLITS)
                 print(f"{plan.name}: {plan.use.dataset}, {len(made['classes'])} classes, train/val/test images = "
-                      f"{counts}" + (f", {info['skipped']} skipped (see {raw / plan.name / 'skipped.csv'})"
-                                     if info["skipped"] else ""))
+                      f"{counts}" + (f", {info['left_out']} left out (see {raw / plan.name / 'manifest.csv'})"
+                                     if info["left_out"] else ""))
             save_config(cfg, staging / "config.yaml")
 
 

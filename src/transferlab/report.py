@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from transferlab.core.config import load_config, paths
-from transferlab.core.names import REGIMES
+from transferlab.core.names import QUADRANTS, REGIMES
 from transferlab.core.preflight import prepared
 from transferlab.core.stage import heavy_imports, run_stage
 from transferlab.tracking.store import check_store
@@ -31,7 +31,7 @@ METRICS_FILE = "metrics.json"
 FIGURES = "figures"
 
 
-def metrics_json(comparison: dict) -> dict:
+def metrics_json(comparison: dict, checked: dict | None = None) -> dict:
     """Numbers only, the headline first: DVC keeps the file's order, so `dvc exp show` (which hides the
     columns that do not fit) shows every quadrant's winner accuracy before the details. `winner` is the
     winning regime's number in REGIMES (1 = freeze_all, 2 = truncate_freeze, 3 = finetune_all, 4 = scratch)."""
@@ -47,6 +47,10 @@ def metrics_json(comparison: dict) -> dict:
                                   "macro_f1": s["test"]["macro_f1"]["mean"],
                                   "macro_f1_std": s["test"]["macro_f1"]["std"]}
                          for regime, s in entry["regimes"].items()}
+    if checked:  # last: the headline stays in front for `dvc exp show`
+        out["advisor"] = {"hits": sum(r["is_winner"] or r["within_one_std"] for r in checked.values()),
+                          **{f"spearman_{q}": r["spearman_cut_sweep"] for q, r in checked.items()
+                             if r.get("spearman_cut_sweep") is not None}}
     return out
 
 
@@ -64,11 +68,48 @@ def cut_sweep_table(results: dict) -> dict:
     return table
 
 
+def advisor_check(advice: dict, comparison: dict, sweep: dict) -> dict:
+    """Per quadrant, the advice against the measurement (transferlab.analysis.advice.check)."""
+    from transferlab.analysis.advice import check
+
+    return {q: check(advice[q], comparison[q], sweep.get(q)) for q in comparison if q in advice}
+
+
+def advisor_markdown(advice: dict, checked: dict) -> list[str]:
+    if not checked:
+        return []
+    lines = ["", "## The advisor, checked against the measurement", "",
+             "Before any training, `advise` scored the pretrained network's features at every stage on each target "
+             "(LogME; a rule stated a priori, see `src/transferlab/analysis/advice.py`) and picked a regime. "
+             "Here is its pick beside the measured winner (validation accuracy, the criterion).", "",
+             "| quadrant | advice | measured winner | pick's validation gap | within 1 std | why |",
+             "|---|---|---|---|---|---|"]
+    for quadrant, result in checked.items():
+        rule = advice[quadrant]["recommendation"]
+        pick = rule["regime"] + (f" at `{rule['cut_at']}`" if rule["cut_at"] else "")
+        gap = "-" if result["gap_val"] is None else f"{result['gap_val']:.3f}"
+        within = "yes" if result["is_winner"] or result["within_one_std"] else "no"
+        lines.append(f"| {quadrant} | {pick} | {result['winner']} | {gap} | {within} | {rule['reason']} |")
+    hits = sum(r["is_winner"] or r["within_one_std"] for r in checked.values())
+    lines += ["", f"- The pick is the winner or within one standard deviation of it on **{hits} of {len(checked)}** "
+                  f"quadrants (goal: 3 of 4)."]
+    for quadrant, result in checked.items():
+        if "spearman_cut_sweep" in result:
+            rho = result["spearman_cut_sweep"]
+            shown = "undefined (a constant series)" if rho is None else f"{rho:.2f}"
+            lines.append(f"- {quadrant}: Spearman rank correlation between LogME per stage and the cut sweep's "
+                         f"validation accuracy: **{shown}** (goal: 0.8).")
+    lines.append("- The advisor's time against the comparison's is measured in BENCHMARKS.md (wall times are kept out "
+                 "of this report, a DVC output that must not change when nothing else does).")
+    return lines
+
+
 def _cell(s: dict) -> str:
     return f"{s['mean']:.3f} ± {s['std']:.3f}"
 
 
-def summary_markdown(cfg, comparison: dict, sweep: dict, cuts: list[str]) -> str:
+def summary_markdown(cfg, comparison: dict, sweep: dict, cuts: list[str], advice: dict | None = None,
+                     checked: dict | None = None) -> str:
     from transferlab.analysis.verdict import sentence
     from transferlab.core.names import COURSE_NOTE
 
@@ -121,6 +162,7 @@ def summary_markdown(cfg, comparison: dict, sweep: dict, cuts: list[str]) -> str
             lines.append(f"- **{quadrant}**: the best cut on validation is `{best}` (test {_cell(by_cut[best]['test'])});"
                          f" keeping every stage (`{cuts[-1]}`) gives test {_cell(by_cut[cuts[-1]]['test'])}.")
         lines += ["", f"![cut-point sweep]({FIGURES}/cut_sweep.png)"]
+    lines += advisor_markdown(advice or {}, checked or {})
     lines += ["", "Confusion matrices of the winners: " +
               ", ".join(f"[{q}](evaluate/{q}/confusion.png)" for q in comparison), ""]
     return "\n".join(lines)
@@ -177,7 +219,7 @@ def cut_sweep_csv(sweep: dict, cuts: list[str], comparison: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def log_verdict(cfg, comparison: dict, reports: Path, summary: str) -> str | None:
+def log_verdict(cfg, comparison: dict, reports: Path, summary: str, checked: dict) -> str | None:
     """The verdict on the pipeline's parent run: metrics per quadrant, winner tags, description, files."""
     from transferlab.core.config import flatten
     from transferlab.tracking import runs
@@ -196,6 +238,10 @@ def log_verdict(cfg, comparison: dict, reports: Path, summary: str) -> str | Non
             metrics[f"{quadrant}/margin_val"] = v["margin_val"]
         tags[f"{quadrant}.winner"] = v["winner"]
         tags[f"{quadrant}.course_note_rank"] = str(v["course_note_rank"])
+    if checked:
+        metrics["advisor/hits"] = sum(r["is_winner"] or r["within_one_std"] for r in checked.values())
+        metrics.update({f"advisor/spearman_{q}": r["spearman_cut_sweep"] for q, r in checked.items()
+                        if r.get("spearman_cut_sweep") is not None})
     runs.log_metrics(parent, metrics)
     runs.set_tags(parent, tags)
     from omegaconf import OmegaConf
@@ -226,7 +272,8 @@ def main(argv: list[str]) -> None:
     reports = where["reports"]
     comparison_file = reports / "evaluate" / "comparison.json"
     sweep_file = where["models"] / "cut_sweep" / "results.json"
-    with prepared("report", {comparison_file: "evaluate", sweep_file: "cut_sweep"},
+    advice_dir = reports / "advice"
+    with prepared("report", {comparison_file: "evaluate", sweep_file: "cut_sweep", advice_dir: "advise"},
                   [reports / METRICS_FILE, reports / FIGURES], check_store):
         with heavy_imports():
             from rich.console import Console
@@ -235,26 +282,27 @@ def main(argv: list[str]) -> None:
             from transferlab.analysis.verdict import sentence
             from transferlab.core.config import save_config
             from transferlab.core.files import staged_dir, write_json, write_text
-        from transferlab.core.names import QUADRANTS
-
         found = json.loads(comparison_file.read_text())
         comparison = {q: found[q] for q in QUADRANTS}
         sweep_results = json.loads(sweep_file.read_text())
         cuts = list(sweep_results["cut_at"])
         sweep = cut_sweep_table(sweep_results)
+        advice = {q: json.loads((advice_dir / f"{q}.json").read_text()) for q in QUADRANTS
+                  if (advice_dir / f"{q}.json").is_file()}
+        checked = advisor_check(advice, comparison, sweep)
         regimes = [r for r in REGIMES if r in next(iter(comparison.values()))["regimes"]]
-        summary = summary_markdown(cfg, comparison, sweep, cuts)
+        summary = summary_markdown(cfg, comparison, sweep, cuts, advice, checked)
         with staged_dir(reports / FIGURES) as staging:
             figures.heatmap(comparison, regimes, staging / "regime_matrix.png")
             if sweep:
                 figures.cut_curve(sweep, cuts, staging / "cut_sweep.png")
-        write_json(reports / METRICS_FILE, metrics_json(comparison), sort_keys=False)
+        write_json(reports / METRICS_FILE, metrics_json(comparison, checked), sort_keys=False)
         write_text(reports / "summary.md", summary)
         write_text(reports / "comparison.csv", comparison_csv(comparison))
         write_text(reports / "cut_sweep.csv", cut_sweep_csv(sweep, cuts, comparison))
         write_text(reports / "learning_curves.csv", learning_curves_csv(comparison, where["models"]))
         save_config(cfg, reports / "report_config.yaml")
-        parent = log_verdict(cfg, comparison, reports, summary)
+        parent = log_verdict(cfg, comparison, reports, summary, checked)
         console = Console(soft_wrap=True)
         for quadrant, entry in comparison.items():
             console.print(sentence(quadrant, entry).replace("**", "").replace("`", ""))

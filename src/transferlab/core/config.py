@@ -30,8 +30,9 @@ GROUPS = ("experiment", "model", "trainer")
 STAGES = ("download", "augment", "pretrain", "finetune", "cut_sweep", "evaluate", "report", "advise", "retrain",
           "sweep")
 # Arguments that select what a stage runs (required), with their allowed values.
-STAGE_ARGUMENTS = {"finetune": {"regime": REGIMES}, "advise": {"quadrant": QUADRANTS},
-                   "sweep": {"quadrant": QUADRANTS, "regime": REGIMES}}
+STAGE_ARGUMENTS = {"finetune": {"regime": REGIMES}, "sweep": {"quadrant": QUADRANTS, "regime": REGIMES}}
+# Optional arguments, any value: `advise dataset=<a folder of data/raw/>` (default: every quadrant).
+OPTIONAL_ARGUMENTS = {"advise": ("dataset",)}
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -221,9 +222,9 @@ def _check_groups(cfg: DictConfig) -> None:
 
 
 def stage_arguments(stage: str, overrides: list[tuple[str, Any]]) -> tuple[dict, list[tuple[str, Any]]]:
-    wanted = STAGE_ARGUMENTS.get(stage, {})
+    wanted = {**STAGE_ARGUMENTS.get(stage, {}), **dict.fromkeys(OPTIONAL_ARGUMENTS.get(stage, ()))}
     args = {key: value for key, value in overrides if key in wanted}
-    for key, allowed in wanted.items():
+    for key, allowed in STAGE_ARGUMENTS.get(stage, {}).items():
         if key not in args:
             raise ConfigError(f"stage {stage} needs {key}=<name> (allowed: {', '.join(allowed)})")
         if args[key] not in allowed:

@@ -80,6 +80,7 @@ class RetrainParams:
 @dataclass
 class AdviseParams:
     max_images: int = MISSING
+    small_per_class: int = MISSING
 
 
 @dataclass
@@ -256,6 +257,7 @@ def check_params(p: Any, regime_options: list[str]) -> None:
             "challenger must gain over the champion")
     require("retrain.tolerance", p.retrain.tolerance, 0 <= p.retrain.tolerance < 1, "a number in [0, 1)")
     positive_int("advise.max_images", p.advise.max_images)
+    positive_int("advise.small_per_class", p.advise.small_per_class)
 
 
 def check_regime(name: str, r: Any) -> None:

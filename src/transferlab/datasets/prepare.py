@@ -1,23 +1,25 @@
-"""Preparation: every image decoded once into uint8 arrays, with exact per-class counts.
+"""Preparation: the images a dataset keeps, decoded once into uint8 arrays, with exact per-class counts.
 
 Used by the `download` stage. For each dataset (the source or a quadrant's target):
 
-1. every candidate image of the chosen classes is decoded (files in parallel worker
-   processes): EXIF orientation applied; grayscale, palette, RGBA (composited on white),
-   16-bit and CMYK images converted to 8-bit RGB; the shorter side resized to
-   ``image_size`` and the centre cropped (JPEGs are decoded at a reduced scale first);
-2. files that do not decode are bad images: ``on_bad_image=fail`` stops with their paths
-   (the first few and a count), ``skip`` leaves them out and lists every one in
-   ``skipped.csv``; the same image (by content hash) in two splits is leakage, handled
-   the same way (``skip`` drops it from the training side);
-3. each split gets exactly the asked number of images per class, picked by a seeded
-   per-class shuffle; splits the source lacks (val, or all three for one pool) are carved
-   out of its train pool without overlap. Too few images is an error naming the class;
-4. arrays are written as .npy (read memory-mapped by training) plus ``card.json``: classes,
-   counts per class and split, sha256 of every array, the source and what was skipped.
-
-A dataset is written into the download stage's staging folder, which replaces data/raw
-only when every dataset succeeded.
+1. **scan**: every candidate of the chosen classes is read and hashed (sha256 of the file's bytes, or of
+   the image for in-memory datasets), in parallel worker processes. A folder two quadrants use is
+   scanned once (``Scans``). Nothing is decoded yet: a 60,000-image folder of which 500 are kept
+   costs 500 decodes, not 60,000;
+2. **content checks** on the hashes: the same content under two classes is a *label conflict*
+   (both labels named); twice in one split, a *duplicate*; in two splits, *leakage* (the evaluation
+   side keeps its copy). ``on_bad_image=fail`` stops with the first few and a count; ``skip`` leaves
+   them out and lists every one;
+3. **pick and decode**: per class, a seeded order of the usable candidates; the first ones go to
+   test, then val, then train (exact counts; splits the source lacks are carved out of its train
+   split, or test out of val with ``test_from: val``). Only picked images are decoded (EXIF
+   orientation applied; grayscale, palette, RGBA on white, 16-bit and CMYK to 8-bit RGB; shorter
+   side resized to ``image_size``, centre crop). An image that does not decode, is one flat colour,
+   or is far smaller than ``image_size`` (a placeholder, a thumbnail) is a bad image, handled by the
+   same policy; under ``skip`` the next one in the order takes its place;
+4. **write**: arrays (.npy, read memory-mapped by training), ``manifest.csv`` (every candidate: its
+   file, sha256, label, split and row in that split's arrays, or why it was left out) and
+   ``card.json`` (classes, counts per class and split, sha256 of every array and of the manifest).
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ from transferlab.core.errors import ConfigError
 from transferlab.core.names import SPLITS
 
 BAD_IMAGE_POLICIES = ("fail", "skip")
-SHOWN_PATHS = 5
+SHOWN = 5
 CHUNK = 256
 # Which split of the prepared data keeps a leaked image (the other side drops it under `skip`).
 EVALUATION_FIRST = {"test": 0, "val": 1, "train": 2}
+FLAT_RANGE = 2        # an image whose every pixel is within this of the others is one flat colour
+TOO_SMALL_FACTOR = 4  # an image whose shorter side is below image_size / this is a thumbnail or placeholder
 
 
 # --------------------------------------------------------------------------- one image
@@ -77,32 +81,47 @@ def standard_image(image: Image.Image, size: int) -> np.ndarray:
     return _shorter_side_centre_crop(_to_rgb(image), size)
 
 
-def decode_bytes(data: bytes, size: int) -> np.ndarray:
+def degenerate(image: np.ndarray, original: tuple[int, int] | None, size: int) -> str | None:
+    """Why a decoded image is no real example (one flat colour; far smaller than ``size``), or None."""
+    if int(image.max()) - int(image.min()) <= FLAT_RANGE:
+        return "degenerate: one flat colour"
+    if original is not None and min(original) * TOO_SMALL_FACTOR < size:
+        return f"degenerate: {original[0]}x{original[1]} px, far smaller than image_size {size}"
+    return None
+
+
+def decode_bytes(data: bytes, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """(the standard image, the file's own width and height)."""
     with Image.open(io.BytesIO(data)) as image:
+        original = image.size
         if image.format == "JPEG":
             image.draft(None, (size, size))  # decode at 1/2, 1/4, 1/8 scale while both sides stay >= size
-        return standard_image(image, size)
+        return standard_image(image, size), original
 
 
-def _decode_files(task: tuple[list[str], int]) -> tuple[np.ndarray, list[str], list[str | None]]:
-    """Worker: (images, content digests, error or None) for a chunk of files."""
+def _hash_files(paths: list[str]) -> list[tuple[str, str | None]]:
+    """Worker: (sha256 or "", error or None) per file."""
+    out = []
+    for path in paths:
+        try:
+            out.append((hashlib.sha256(Path(path).read_bytes()).hexdigest(), None))
+        except OSError as err:
+            out.append(("", f"unreadable: {err.strerror or err}"))
+    return out
+
+
+def _decode_files(task: tuple[list[str], int]) -> tuple[np.ndarray, list[str | None]]:
+    """Worker: (images, error or None) for a chunk of files."""
     paths, size = task
     out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
-    digests, errors = [], []
+    errors = []
     for i, path in enumerate(paths):
         try:
-            data = Path(path).read_bytes()
-        except OSError as err:
-            digests.append("")
-            errors.append(f"unreadable: {err.strerror or err}")
-            continue
-        digests.append(hashlib.blake2b(data, digest_size=16).hexdigest())
-        try:
-            out[i] = decode_bytes(data, size)
-            errors.append(None)
+            out[i], original = decode_bytes(Path(path).read_bytes(), size)
+            errors.append(degenerate(out[i], original, size))
         except Exception as err:  # PIL raises many kinds (UnidentifiedImageError, OSError, SyntaxError, ...)
             errors.append(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'cannot decode'}")
-    return out, digests, errors
+    return out, errors
 
 
 def workers() -> int:
@@ -110,7 +129,7 @@ def workers() -> int:
 
 
 def worker_pool():
-    """The download stage's one pool of worker processes (decoding files, rendering generated classes).
+    """The download stage's one pool of worker processes (hashing, decoding, rendering generated classes).
     ``forkserver``: workers start from a clean server process, not by forking this one. A fork of a process
     that has already computed (NumPy's and Pillow's threads, an earlier pool's handler threads) can
     inherit a lock some thread held at that moment and hang for ever: seen here with one fork pool per
@@ -120,116 +139,225 @@ def worker_pool():
     return context.Pool(workers())
 
 
-# --------------------------------------------------------------------------- one source split
+def _chunks(items: list, size: int = CHUNK) -> list[list]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def _imap(pool, function, tasks: list):
+    return pool.imap(function, tasks) if pool is not None and len(tasks) > 1 else map(function, tasks)
+
+
+# --------------------------------------------------------------------------- scanning
 
 
 @dataclass
-class Decoded:
-    """The decoded candidates of one source split (images in a temporary memory-mapped file)."""
+class Scanned:
+    """One source split, hashed: every candidate's key (its file, relative to the dataset's root, or
+    '<split>[i]'), content digest and label (an index into the source's classes)."""
 
-    images: np.ndarray
-    labels: np.ndarray          # indices into the chosen classes
-    keys: list[str]             # file path or '<split>[i]' for in-memory images
+    raw: Any                     # the sources.RawSplit
+    keys: list[str]
     digests: list[str]
-    bad: list[tuple[str, str]] = field(default_factory=list)   # (key, reason)
-    good: np.ndarray | None = None
+    labels: np.ndarray
+    unreadable: dict[int, str] = field(default_factory=dict)
 
 
-def decode_split(raw, split: str, chosen: np.ndarray, class_map: np.ndarray, size: int, scratch: Path,
-                 pool=None) -> Decoded:
-    """Decode the images of ``raw`` (a sources.RawSplit) at positions ``chosen`` (in ``pool`` when given)."""
-    images = open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(len(chosen), size, size, 3))
-    labels = class_map[raw.labels[chosen]]
+def scan(raw, split: str, root: Path | None, pool) -> Scanned:
     if raw.files is not None:
-        keys = [str(raw.files[i]) for i in chosen]
-        digests, errors = [], []
-        tasks = [(keys[s:s + CHUNK], size) for s in range(0, len(keys), CHUNK)]
-        results = pool.imap(_decode_files, tasks) if pool is not None and len(tasks) > 1 else map(_decode_files, tasks)
-        _collect(results, images, digests, errors)
-    else:
-        keys = [f"{split}[{i}]" for i in chosen]
-        errors = [None] * len(chosen)
-        _decode_in_memory(raw.images, chosen, images, size)
-        digests = [hashlib.blake2b(images[i].tobytes(), digest_size=16).hexdigest() for i in range(len(chosen))]
-    bad = [(key, error) for key, error in zip(keys, errors) if error is not None]
-    good = np.asarray([error is None for error in errors], dtype=bool)
-    return Decoded(images, labels, keys, digests, bad, good)
+        paths = [str(p) for p in raw.files]
+        hashed = [pair for chunk in _imap(pool, _hash_files, _chunks(paths)) for pair in chunk]
+        keys = [os.path.relpath(p, root) if root is not None else p for p in paths]
+        unreadable = {i: error for i, (_, error) in enumerate(hashed) if error}
+        return Scanned(raw, keys, [digest for digest, _ in hashed], raw.labels, unreadable)
+    digests = [hashlib.sha256(np.ascontiguousarray(raw.images[i]).tobytes()).hexdigest() if isinstance(
+        raw.images, np.ndarray) else hashlib.sha256(np.asarray(raw.images[i]).tobytes()).hexdigest()
+        for i in range(len(raw))]
+    return Scanned(raw, [f"{split}[{i}]" for i in range(len(raw))], digests, raw.labels)
 
 
-def _collect(results, images: np.ndarray, digests: list, errors: list) -> None:
-    start = 0
-    for chunk, chunk_digests, chunk_errors in results:
-        images[start:start + len(chunk)] = chunk
-        digests.extend(chunk_digests)
-        errors.extend(chunk_errors)
-        start += len(chunk)
+class Scans:
+    """Scanned source splits, once per dataset (a folder two quadrants use is read and hashed once)."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self._done: dict = {}
+
+    def get(self, dataset: str, source, split: str) -> Scanned:
+        if (dataset, split) not in self._done:
+            root = getattr(source, "root", None) or getattr(source, "folder", None)
+            self._done[dataset, split] = scan(source.read(split), split, Path(root) if root else None, self.pool)
+        return self._done[dataset, split]
 
 
-def _decode_in_memory(source: Any, chosen: np.ndarray, out: np.ndarray, size: int) -> None:
-    if isinstance(source, np.ndarray) and source.ndim in (3, 4) and source.shape[1:3] == (size, size):
-        for start in range(0, len(chosen), 4096):  # already the right size: copy, gray -> 3 channels
-            block = np.asarray(source[chosen[start:start + 4096]], dtype=np.uint8)
-            if block.ndim == 3 or block.shape[-1] == 1:
-                block = np.repeat(block.reshape(*block.shape[:3], 1), 3, axis=-1)
-            out[start:start + len(block)] = block
-        return
-    for j, i in enumerate(chosen):
-        image = source[i]
-        if not isinstance(image, Image.Image):
-            array = np.asarray(image)
-            image = Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
-        out[j] = standard_image(image, size)
+# --------------------------------------------------------------------------- content checks
 
 
-# --------------------------------------------------------------------------- picking
+@dataclass
+class Problem:
+    kind: str     # conflict | duplicate | leakage | bad
+    source: str   # the source split
+    index: int
+    reason: str
 
 
-def leaked(decoded: dict[str, Decoded], draws_from: dict[str, str]) -> list[tuple[str, int, str]]:
-    """(source split, index, the other copy) for every image whose content also appears in
-    another source split, or twice in a source split that feeds several prepared splits:
-    such copies could land in two prepared splits. The evaluation side keeps its copy."""
-    feeds = {src: sum(1 for s in draws_from.values() if s == src) for src in decoded}
-    ordered = sorted(decoded, key=lambda src: min(EVALUATION_FIRST[s] for s, f in draws_from.items() if f == src))
-    owner: dict[str, tuple[str, int]] = {}
-    found = []
-    for split in ordered:
-        d = decoded[split]
-        for i in np.flatnonzero(d.good):
-            first = owner.setdefault(d.digests[i], (split, int(i)))
-            if first != (split, int(i)) and (first[0] != split or feeds[split] > 1):
-                found.append((split, int(i), decoded[first[0]].keys[first[1]]))
-    return found
+def content_problems(scans: dict[str, Scanned], chosen: dict[str, np.ndarray], class_names: list[str],
+                     draws_from: dict[str, str]) -> list[Problem]:
+    """Label conflicts, duplicates within a split and leakage between splits, among the chosen candidates
+    (``chosen[src]``: their positions in source split ``src``). Each copy but the one kept is a problem;
+    a conflict leaves no copy usable (which label would be right?)."""
+    order = sorted(scans, key=lambda src: min(EVALUATION_FIRST[s] for s, f in draws_from.items() if f == src))
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for src in order:
+        for i in chosen[src]:
+            if int(i) not in scans[src].unreadable:
+                groups.setdefault(scans[src].digests[i], []).append((src, int(i)))
+    problems = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        labels = {int(scans[src].labels[i]) for src, i in members}
+        first_src, first = members[0]
+        first_key = scans[first_src].keys[first]
+        if len(labels) > 1:
+            names = " and ".join(sorted(class_names[label] for label in labels))
+            others = ", ".join(f"{scans[s].keys[i]} ({class_names[int(scans[s].labels[i])]})" for s, i in members)
+            for src, i in members:
+                problems.append(Problem("conflict", src, i, f"label conflict: the same image is filed as {names} "
+                                                            f"({others})"))
+            continue
+        for src, i in members[1:]:
+            kind = "duplicate" if src == first_src else "leakage"
+            where = "in the same split" if kind == "duplicate" else f"in split {first_src}"
+            problems.append(Problem(kind, src, i, f"{kind}: same content as {first_key} ({where})"))
+    return problems
 
 
-def pick(labels: np.ndarray, usable: np.ndarray, wanted: dict[str, int | None], n_classes: int,
-         seed_words: list[int], where: str, classes: list[str], source_split: str) -> dict[str, np.ndarray]:
-    """Indices per prepared split drawn from one source split: exactly ``wanted[split]`` per
-    class (None: all the rest, at most one such split), seeded, no overlap."""
+PROBLEM_WORDS = {"conflict": "images filed under two classes (label conflicts)",
+                 "duplicate": "duplicate images within one split",
+                 "leakage": "images that are also in another split (leakage)",
+                 "bad": "image files that do not decode or are no real example (flat, tiny)"}
+
+
+def problem_error(where: str, problems: list[Problem], scans: dict[str, Scanned]) -> ConfigError:
+    kind = problems[0].kind
+    same = [p for p in problems if p.kind == kind]
+    shown = "; ".join(f"{scans[p.source].keys[p.index]} ({p.reason})" for p in same[:SHOWN])
+    more = f"; and {len(same) - SHOWN} more" if len(same) > SHOWN else ""
+    return ConfigError(f"{where}: {len(same)} {PROBLEM_WORDS[kind]}: {shown}{more} (data.on_bad_image=skip leaves "
+                       f"them out and lists them in manifest.csv)")
+
+
+# --------------------------------------------------------------------------- picking and decoding
+
+
+@dataclass
+class Picked:
+    """What one source split gives: per prepared split, positions in the source split (picking order)."""
+
+    rows: dict[str, list[int]]
+    images: dict[int, np.ndarray]   # decoded, by position
+    bad: dict[int, str]             # decode failures and degenerate images, by position
+
+
+def _decode(scanned: Scanned, positions: list[int], size: int, pool) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    raw, images, bad = scanned.raw, {}, {}
+    if raw.files is not None:
+        tasks = [([str(raw.files[i]) for i in chunk], size) for chunk in _chunks(positions)]
+        done = [pair for pair in _imap(pool, _decode_files, tasks)]
+        for chunk, (decoded, errors) in zip(_chunks(positions), done):
+            for j, i in enumerate(chunk):
+                if errors[j] is None:
+                    images[i] = decoded[j]
+                else:
+                    bad[i] = errors[j]
+        return images, bad
+    for i in positions:
+        image = _in_memory_image(raw.images, i, size)
+        reason = degenerate(image, None, size)
+        if reason is None:
+            images[i] = image
+        else:
+            bad[i] = reason
+    return images, bad
+
+
+def _in_memory_image(source: Any, i: int, size: int) -> np.ndarray:
+    image = source[i]
+    if isinstance(source, np.ndarray) and image.shape[:2] == (size, size):
+        array = np.asarray(image, dtype=np.uint8)
+        return np.repeat(array.reshape(size, size, 1), 3, axis=-1) if array.ndim == 2 or array.shape[-1] == 1 \
+            else array
+    if not isinstance(image, Image.Image):
+        array = np.asarray(image)
+        image = Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
+    return standard_image(image, size)
+
+
+def pick_and_decode(scanned: Scanned, candidates: np.ndarray, class_map: np.ndarray, wanted: dict[str, int | None],
+                    seed_words: list[int], size: int, policy: str, pool, where: str, describe_shortfall) -> Picked:
+    """Per class, take the usable candidates in a seeded order: the first ones for the fixed-count splits
+    (test, then val, then train), the rest for a split that takes "all the rest" (None). Decode only those;
+    a bad image is replaced by the next candidate (``skip``) or stops everything (``fail``)."""
     open_ended = [s for s, n in wanted.items() if n is None]
     if len(open_ended) > 1:
-        raise ConfigError(f"{where}: splits {', '.join(open_ended)} both take 'all' images from source split "
-                          f"{source_split} (set a count per class for all but one)")
+        raise ConfigError(f"{where}: splits {', '.join(open_ended)} both take 'all' images from one source split "
+                          f"(set a count per class for all but one)")
     fixed = [s for s in sorted(wanted, key=EVALUATION_FIRST.get) if wanted[s] is not None]
-    picked: dict[str, list[np.ndarray]] = {s: [] for s in wanted}
+    needed = sum(wanted[s] for s in fixed)
+    labels = class_map[scanned.labels]
+    rows: dict[str, list[int]] = {s: [] for s in wanted}
+    images, bad = {}, {}
+    n_classes = int(class_map.max()) + 1
+    orders = {}
     for cls in range(n_classes):
-        members = np.flatnonzero((labels == cls) & usable)
-        needed = sum(wanted[s] for s in fixed)
-        if len(members) < needed or (open_ended and len(members) == needed):
-            asked = " + ".join(f"{wanted[s]} ({s})" for s in fixed) + (" + at least 1 (" + open_ended[0] + ")"
-                                                                        if open_ended else "")
-            raise ConfigError(f"{where}: class {classes[cls]!r} has {len(members)} usable images in source split "
-                              f"{source_split}, asked for {asked}")
-        order = members[np.random.default_rng(np.random.SeedSequence([*seed_words, cls])).permutation(len(members))]
+        members = candidates[labels[candidates] == cls]
+        orders[cls] = members[np.random.default_rng(np.random.SeedSequence([*seed_words, cls])).permutation(
+            len(members))].tolist()
+    accepted: dict[int, list[int]] = {cls: [] for cls in range(n_classes)}
+    cursor = {cls: 0 for cls in range(n_classes)}
+    while True:
+        todo = []
+        for cls in range(n_classes):
+            missing = len(orders[cls]) - cursor[cls] if open_ended else needed - len(accepted[cls])
+            take = orders[cls][cursor[cls]:cursor[cls] + max(0, missing)]
+            cursor[cls] += len(take)
+            todo += take
+        if not todo:
+            break
+        decoded, failed = _decode(scanned, todo, size, pool)
+        if failed and policy == "fail":
+            first = sorted(failed)
+            shown = "; ".join(f"{scanned.keys[i]} ({failed[i]})" for i in first[:SHOWN])
+            more = f"; and {len(failed) - SHOWN} more" if len(failed) > SHOWN else ""
+            raise ConfigError(f"{where}: {len(failed)} {PROBLEM_WORDS['bad']}: {shown}{more} (data.on_bad_image=skip leaves "
+                              f"them out and lists them in manifest.csv)")
+        images.update(decoded)
+        bad.update(failed)
+        for cls in range(n_classes):
+            accepted[cls] = [i for i in orders[cls][:cursor[cls]] if i in images]
+    for cls in range(n_classes):
+        usable = accepted[cls]
+        if len(usable) < needed or (open_ended and len(usable) == needed):
+            raise ConfigError(describe_shortfall(cls, len(usable), fixed, open_ended))
         start = 0
         for split in fixed:
-            picked[split].append(order[start:start + wanted[split]])
+            rows[split] += usable[start:start + wanted[split]]
             start += wanted[split]
         if open_ended:
-            picked[open_ended[0]].append(order[start:])
-    return {s: np.sort(np.concatenate(parts)) for s, parts in picked.items()}
+            rows[open_ended[0]] += usable[start:]
+    return Picked({s: sorted(r) for s, r in rows.items()}, images, bad)
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def write_split(folder: Path, split: str, images: list[np.ndarray], labels: np.ndarray, size: int) -> None:
+    x = open_memmap(folder / f"x_{split}.npy", mode="w+", dtype=np.uint8, shape=(len(images), size, size, 3))
+    for row, image in enumerate(images):
+        x[row] = image
+    x.flush()
+    del x
+    np.save(folder / f"y_{split}.npy", np.ascontiguousarray(labels, dtype=np.int64))
 
 
 def write_arrays(folder: Path, split: str, images: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> None:
@@ -242,8 +370,19 @@ def write_arrays(folder: Path, split: str, images: np.ndarray, labels: np.ndarra
     np.save(folder / f"y_{split}.npy", np.ascontiguousarray(labels[rows], dtype=np.int64))
 
 
+MANIFEST_COLUMNS = ["file", "sha256", "label", "split", "index", "left_out"]
+
+
+def write_manifest(folder: Path, rows: list[dict]) -> None:
+    """manifest.csv: one row per candidate image, sorted by file."""
+    with open(folder / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: (r["file"], r["split"], str(r["index"]))))
+
+
 def card(folder: Path, name: str, classes: list[str], source: dict, image_size: int, extra: dict) -> dict:
-    """The dataset card: counts per class and split, sha256 of every array file, the source."""
+    """The dataset card: counts per class and split, sha256 of every array file and the manifest, the source."""
     from transferlab.datasets.sources import sha256_of
 
     counts, checksums = {}, {}
@@ -253,22 +392,9 @@ def card(folder: Path, name: str, classes: list[str], source: dict, image_size: 
         counts[split] = {c: int(n) for c, n in zip(classes, per_class)}
         for prefix in ("x", "y"):
             checksums[f"{prefix}_{split}.npy"] = sha256_of(folder / f"{prefix}_{split}.npy")
+    checksums["manifest.csv"] = sha256_of(folder / "manifest.csv")
     return {"name": name, "classes": classes, "image_size": image_size,
             "counts": {s: int(sum(c.values())) for s, c in counts.items()}, "counts_per_class": counts,
             "sha256": checksums, "source": source,
             "resize": "shorter side to image_size (bicubic), centre crop; EXIF orientation applied; RGB",
             **extra}
-
-
-def write_skipped(folder: Path, rows: list[tuple[str, str, str]]) -> None:
-    with open(folder / "skipped.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["split", "file", "reason"])
-        writer.writerows(rows)
-
-
-def bad_input_error(where: str, what: str, items: list[tuple[str, str]], total: int | None = None) -> ConfigError:
-    shown = "; ".join(f"{key} ({reason})" for key, reason in items[:SHOWN_PATHS])
-    more = len(items) - SHOWN_PATHS
-    return ConfigError(f"{where}: {len(items)} {what}: {shown}{f'; and {more} more' if more > 0 else ''} "
-                       f"(data.on_bad_image=skip leaves them out and lists them in skipped.csv)")

@@ -115,8 +115,9 @@ class TorchvisionSource:
         self._loaded: dict[str, Any] = {}
         self.folder: Path | None = None
 
-    def describe(self) -> dict:
-        return {"kind": "torchvision", "dataset": self.dataset, "url": self.url, "root": str(self.folder)}
+    def describe(self) -> dict:  # the cache folder by name: its absolute path differs between copies of the project
+        return {"kind": "torchvision", "dataset": self.dataset, "url": self.url,
+                "cache": f"data/downloads/{self.folder.name}" if self.folder else None}
 
     def fetch(self, folder: Path) -> None:
         import torchvision.datasets
@@ -337,3 +338,30 @@ class ArchiveSource(ImageFolderSource):
             staging.replace(extracted)
         self.root = extracted / self.subdir if self.subdir else extracted
         self._scan()
+
+
+# --------------------------------------------------------------------------- scikit-learn's digits
+
+
+class SklearnDigitsSource:
+    """scikit-learn's bundled handwritten digits (``sklearn.datasets.load_digits``: 1,797 real 8x8
+    grayscale scans, 10 classes, installed with MLflow): real images without any download. One pool:
+    val and test are carved out of it by the download stage."""
+
+    splits = ("train",)
+
+    def __init__(self):
+        self.classes = [str(d) for d in range(10)]
+
+    def describe(self) -> dict:
+        return {"kind": "sklearn", "dataset": "load_digits"}
+
+    def fetch(self, folder: Path) -> None:
+        """Bundled with scikit-learn: nothing to download."""
+
+    def read(self, split: str) -> RawSplit:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 ink levels -> 0..255
+        return RawSplit(list(self.classes), digits.target.astype(np.int64), images=images)

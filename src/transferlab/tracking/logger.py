@@ -9,6 +9,9 @@
 - ``buffered``: metrics are kept and written in one batch at the end of the fit. For a head on
   cached features, whose epoch takes less than the ~9 ms one sqlite transaction costs; such a
   fit is not resumed (it is faster to redo), so nothing is lost that a resume would need.
+- ``resumed``: the run continues a killed fit, which may redo an epoch whose metrics were already
+  written; (metric, epoch) pairs the run holds are skipped (a resumed fit is exact, so the values
+  are the same), so no epoch appears twice in a chart.
 - The run is opened and closed by ``transferlab.tracking.runs``; writes retry a busy sqlite file.
 """
 
@@ -24,10 +27,11 @@ from transferlab.tracking.store import with_retry
 
 
 class EpochMLflowLogger(MLFlowLogger):
-    def __init__(self, *args, buffered: bool = False, **kwargs):
+    def __init__(self, *args, buffered: bool = False, resumed: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.buffered = buffered
         self._pending: list = []
+        self._written: set[tuple[str, int]] | None = None if resumed else set()
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
@@ -45,9 +49,19 @@ class EpochMLflowLogger(MLFlowLogger):
         if not self.buffered:
             self.flush()
 
+    def _already_written(self) -> set[tuple[str, int]]:
+        if self._written is None:
+            client = self.experiment
+            keys = with_retry(lambda: client.get_run(self.run_id)).data.metrics
+            self._written = {(key, m.step) for key in keys
+                             for m in with_retry(lambda: client.get_metric_history(self.run_id, key))}
+        return self._written
+
     @rank_zero_only
     def flush(self) -> None:
         batch, self._pending = self._pending, []
+        written = self._already_written()
+        batch = [m for m in batch if (m.key, m.step) not in written]
         for start in range(0, len(batch), 1000):  # MLflow's limit per log_batch
             with_retry(lambda: self.experiment.log_batch(run_id=self.run_id, metrics=batch[start:start + 1000]))
 

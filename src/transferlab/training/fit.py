@@ -146,8 +146,11 @@ def fit(cfg, cell: Cell, module: Classifier, train_set, val_set, state_root: Pat
     global_zero = runs.launched_as_global_zero()
     run_id = _open_run(record, folder / "cell.json", cell, cfg.tracking.experiment_name, parent) \
         if global_zero else None
+    resume = folder / RESUME_FILE
+    if not cell.resumable:
+        resume.unlink(missing_ok=True)
     logger = EpochMLflowLogger(experiment_name=cfg.tracking.experiment_name, tracking_uri=tracking_uri(),
-                               run_id=run_id, buffered=not cell.resumable)
+                               run_id=run_id, buffered=not cell.resumable, resumed=resume.is_file())
     best = ModelCheckpoint(dirpath=folder, filename=BEST, monitor="val/acc", mode="max", save_top_k=1,
                            save_weights_only=True, enable_version_counter=False, auto_insert_metric_name=False)
     callbacks = [best, EpochSeed(cell.seed), *progress_callbacks(cell.name)]
@@ -158,9 +161,6 @@ def fit(cfg, cell: Cell, module: Classifier, train_set, val_set, state_root: Pat
                                      logger=logger, callbacks=callbacks,
                                      default_root_dir=str(folder), enable_progress_bar=any(
                                          type(c).__name__ == "RichProgressBar" for c in callbacks))
-    resume = folder / RESUME_FILE
-    if not cell.resumable:
-        resume.unlink(missing_ok=True)
     trainer.fit(module, datamodule=FitData(train_set, val_set, cell.batch_size, cell.seed, cell.steps_per_epoch),
                 ckpt_path=str(resume) if resume.is_file() else None, weights_only=False)  # our own files
     if trainer.received_sigterm:  # Lightning stopped gracefully before our handler could: still a stop

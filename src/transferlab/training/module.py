@@ -192,17 +192,24 @@ class Classifier(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         if not self.automatic_optimization:  # Lightning steps schedulers only in automatic optimization
             self.lr_schedulers().step()
-        train = self._log_epoch("train/", self.train_metrics, self.train_loss)
+        train = {**self.train_metrics.compute(), "train/loss": self.train_loss.compute()}
+        self.train_metrics.reset()
+        self.train_loss.reset()
+        train = {k: float(v) for k, v in train.items()}
         self.history.append({"epoch": self.current_epoch + 1, "train_loss": train["train/loss"],
                              "train_acc": train["train/acc"],
                              **{k.replace("/", "_"): v for k, v in self._last_val.items() if k != "val/macro_f1"}})
         self._last_val = {}
         scheduler = self.lr_schedulers()
         if scheduler is not None:
-            self.log_dict(self._learning_rates([g["name"] for g in scheduler.optimizer.param_groups]),
-                          on_step=False, on_epoch=True)
+            train.update(self._learning_rates([g["name"] for g in scheduler.optimizer.param_groups]))
         if self.plan.two_phase:
-            self.log("phase", float(self.plan.phase(self.current_epoch)), on_step=False, on_epoch=True)
+            train["phase"] = float(self.plan.phase(self.current_epoch))
+        # Written to the loggers now, not through `self.log`: Lightning logs epoch values after the
+        # callbacks' on_train_epoch_end, i.e. after ResumeState's checkpoint, and a kill in between
+        # lost the epoch's train metrics for good (the resumed fit starts at the next epoch; seen in CI).
+        for logger in self.loggers:
+            logger.log_metrics({**train, "epoch": self.current_epoch}, step=self.global_step)
 
     def _learning_rates(self, groups: list[str]) -> dict[str, float]:
         """This epoch's learning rates: ``lr/head``, and ``lr/backbone`` when the backbone trains, or one

@@ -1,0 +1,173 @@
+"""The regime advisor (issue 17): the LogME estimator against an independent computation, the proxy
+A-distance at its two ends, the a-priori rule on synthetic score tables, its check against a measured
+comparison, and the `advise` stage's bad input (one line, before any work). The stage end to end on
+tiny data is tests/test_pipeline_e2e.py::test_the_advisor_runs_in_the_pipeline_and_is_checked."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from transferlab.analysis.advice import check, recommend, spearman
+from transferlab.analysis.transferability import LogME, proxy_a_distance
+
+from helpers import copy_project, tree_digest
+from test_bad_inputs import run_stage_here
+
+
+def log_evidence(features: np.ndarray, target: np.ndarray, alpha: float, beta: float) -> float:
+    """log N(target | 0, I/beta + F F^T/alpha): the evidence of Bayesian linear regression with the
+    weights integrated out, computed directly (Cholesky of the N x N covariance), nothing shared with LogME."""
+    n = len(target)
+    cov = np.eye(n) / beta + features @ features.T / alpha
+    chol = np.linalg.cholesky(cov)
+    z = np.linalg.solve(chol, target)
+    return float(-0.5 * z @ z - np.log(np.diag(chol)).sum() - n / 2 * np.log(2 * np.pi))
+
+
+@pytest.mark.parametrize("n,d", [(40, 6), (12, 30)], ids=["more-images-than-features", "fewer-images-than-features"])
+def test_logme_equals_the_marginal_likelihood_computed_independently(n, d):
+    """Catches: a wrong evidence formula (a missing log-det term, D vs rank confusion when N < D) or a
+    score that is not the mean over classes of log evidence / N."""
+    rng = np.random.default_rng(0)
+    features, labels = rng.normal(size=(n, d)), np.arange(n) % 3
+    estimator = LogME()
+    score = estimator.fit(features, labels)
+    for c in range(3):
+        expected = log_evidence(features, (labels == c).astype(float), estimator.alphas_[c], estimator.betas_[c]) / n
+        assert abs(estimator.evidences_[c] - expected) < 1e-6
+    assert abs(score - estimator.evidences_.mean()) < 1e-12
+
+
+def test_logme_alpha_and_beta_maximise_the_evidence():
+    """Catches: a fixed-point update that converges somewhere other than the evidence's maximum (moving
+    alpha or beta away from LogME's values must not raise the independently computed evidence)."""
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(60, 8))
+    labels = (features[:, 0] + 0.5 * rng.normal(size=60) > 0).astype(int)
+    estimator = LogME(iterations=200, tolerance=1e-9)
+    estimator.fit(features, labels)
+    target = (labels == 1).astype(float)
+    alpha, beta = estimator.alphas_[1], estimator.betas_[1]
+    best = log_evidence(features, target, alpha, beta)
+    for a, b in [(alpha * 2, beta), (alpha / 2, beta), (alpha, beta * 1.5), (alpha, beta / 1.5)]:
+        assert log_evidence(features, target, a, b) < best
+
+
+def test_separable_features_score_higher_than_shuffled_labels():
+    """Catches: a score that ignores the labels, or ranks noise above features that separate the classes."""
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(4), 50)
+    features = np.eye(4)[labels] * 3 + 0.1 * rng.normal(size=(200, 4))
+    features = np.concatenate([features, rng.normal(size=(200, 12))], axis=1)
+    separable = LogME().fit(features, labels)
+    shuffled = LogME().fit(features, rng.permutation(labels))
+    assert separable > shuffled + 0.1
+
+
+def test_logme_rejects_one_class_and_mismatched_shapes():
+    """Catches: a score for one class (meaningless), or features and labels of different lengths accepted."""
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        LogME().fit(np.ones((5, 3)), np.zeros(5))
+    with pytest.raises(ValueError, match="features must be"):
+        LogME().fit(np.ones((5, 3)), np.arange(4) % 2)
+
+
+def test_proxy_a_distance_is_near_0_for_one_distribution_and_near_2_for_separable_ones():
+    """Catches: a swapped error (PAD high for identical domains) or a classifier scored on its training half."""
+    rng = np.random.default_rng(3)
+    same = proxy_a_distance(rng.normal(size=(400, 5)), rng.normal(size=(400, 5)))
+    apart = proxy_a_distance(rng.normal(size=(400, 5)), rng.normal(size=(400, 5)) + 4)
+    assert same < 0.4 and apart > 1.9
+
+
+STAGES = ["stem", "stage1", "stage2", "stage3"]
+
+
+@pytest.mark.parametrize("per_class,logme,random,regime,cut", [
+    (30, [0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5], "scratch", None),
+    (30, [0.1, 0.2, 0.3, 0.4], [0.0, 0.1, 0.1, 0.1], "freeze_all", None),
+    (30, [0.1, 0.5, 0.3, 0.2], [0.0, 0.1, 0.1, 0.1], "truncate_freeze", "stage1"),
+    (100, [0.1, 0.5, 0.3, 0.2], [0.0, 0.1, 0.1, 0.1], "truncate_freeze", "stage1"),
+    (101, [0.1, 0.5, 0.3, 0.2], [0.0, 0.1, 0.1, 0.1], "finetune_all", None),
+    (5000, [0.1, 0.2, 0.3, 0.4], [0.9, 0.1, 0.1, 0.1], "scratch", None),
+])
+def test_the_rule_on_synthetic_score_tables(per_class, logme, random, regime, cut):
+    """Catches: a rule that does not follow its stated order (scratch when pretrained features are no
+    better than random ones, then the size threshold inclusive at small_per_class, then the best stage)."""
+    rule = recommend(per_class, STAGES, dict(zip(STAGES, logme)), dict(zip(STAGES, random)), small_per_class=100)
+    assert (rule["regime"], rule["cut_at"]) == (regime, cut)
+    assert rule["reason"] and "\n" not in rule["reason"]
+
+
+def comparison_entry(means: dict[str, float], std: float = 0.02) -> dict:
+    winner = max(means, key=means.get)
+    return {"verdict": {"winner": winner}, "regimes": {r: {"val": {"mean": m, "std": std}} for r, m in means.items()}}
+
+
+def test_the_check_scores_winner_within_one_std_and_rank_correlation():
+    """Catches: 'within one std' measured against the wrong regime's spread, a gap of the wrong sign, or
+    a rank correlation over the wrong stages."""
+    advice = {"recommendation": {"regime": "freeze_all"},
+              "stages": {s: {"logme": v} for s, v in zip(STAGES, [0.1, 0.2, 0.3, 0.4])}}
+    near = check(advice, comparison_entry({"freeze_all": 0.70, "finetune_all": 0.71}), None)
+    assert near == {"pick": "freeze_all", "winner": "finetune_all", "is_winner": False, "gap_val": pytest.approx(0.01),
+                    "within_one_std": True}
+    far = check(advice, comparison_entry({"freeze_all": 0.60, "finetune_all": 0.71}), None)
+    assert far["within_one_std"] is False and far["gap_val"] == pytest.approx(0.11)
+    sweep = {s: {"val": {"mean": m}} for s, m in zip(STAGES, [0.3, 0.4, 0.5, 0.6])}
+    assert check(advice, comparison_entry({"freeze_all": 0.7}), sweep)["spearman_cut_sweep"] == pytest.approx(1.0)
+    reversed_sweep = {s: {"val": {"mean": m}} for s, m in zip(STAGES, [0.6, 0.5, 0.4, 0.3])}
+    assert check(advice, comparison_entry({"freeze_all": 0.7}), reversed_sweep)["spearman_cut_sweep"] == \
+        pytest.approx(-1.0)
+    assert spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None
+
+
+@pytest.fixture
+def advisable(tmp_path):
+    """A project whose pretrain and download outputs are fakes (the checks must stop before reading weights)."""
+    project = copy_project(tmp_path / "project")
+    (project / "models/pretrain").mkdir(parents=True)
+    (project / "models/pretrain/backbone.pt").write_bytes(b"weights")
+    (project / "models/pretrain/meta.json").write_text(json.dumps({"stages": STAGES}))
+    for dataset in ("source", "small_similar", "small_different", "large_similar", "large_different"):
+        (project / "data/raw" / dataset).mkdir(parents=True)
+        card = {"classes": ["a", "b"], "counts_per_class": {"train": {"a": 5, "b": 5}}}
+        (project / "data/raw" / dataset / "card.json").write_text(json.dumps(card))
+    return project
+
+
+@pytest.mark.parametrize("card,meta,words", [
+    ({"classes": ["ants"], "counts_per_class": {"train": {"ants": 124}}}, None,
+     "1 class(es) ['ants']: the advisor needs at least 2 classes"),
+    ({"classes": ["ants", "bees", "wasps"], "counts_per_class": {"train": {"ants": 1, "bees": 1}}}, None,
+     "too few training images for the advisor in {'ants': 1, 'bees': 1, 'wasps': 0}"),
+    (None, {"stages": []}, "the pretrained model names no stages"),
+    (None, {"classes": 3}, "the pretrained model names no stages (stages=None)"),
+])
+def test_advise_bad_input_is_one_line_before_any_work(advisable, monkeypatch, card, meta, words):
+    """Catches: a dataset with one class, fewer images than classes, or a model without named stages
+    reaching the forward pass (or MLflow) instead of stopping with one line."""
+    if card is not None:
+        (advisable / "data/raw/small_different/card.json").write_text(json.dumps(card))
+    if meta is not None:
+        (advisable / "models/pretrain/meta.json").write_text(json.dumps(meta))
+    before = tree_digest(advisable, ("data", "models", "reports"))
+    argv = ["dataset=small_different"] if card is not None else []
+    code, stderr = run_stage_here(advisable, "advise", argv, monkeypatch)
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and words in lines[0], stderr
+    assert tree_digest(advisable, ("data", "models", "reports")) == before
+    assert not (advisable / "mlflow.db").exists()
+    assert "torch" not in stderr
+
+
+def test_advise_names_the_missing_dataset(advisable, monkeypatch):
+    """Catches: a by-hand `dataset=` that does not exist failing deep inside (a traceback) instead of
+    naming the missing folder and the stage that makes it."""
+    shutil.rmtree(advisable / "data/raw/small_similar")
+    code, stderr = run_stage_here(advisable, "advise", ["dataset=small_similar"], monkeypatch)
+    assert code == 2 and "small_similar/card.json not found: run `dvc repro download` first" in stderr, stderr

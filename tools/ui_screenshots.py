@@ -1,0 +1,111 @@
+"""Screenshots of what the MLflow UI shows after `make repro`, for docs/ui/ (referenced from the README).
+
+    python tools/ui_screenshots.py [--out docs/ui] [--experiment transferlab-builtin]
+
+Starts `mlflow ui` on loopback over this project's mlflow.db (as `make ui` does), finds the latest
+pipeline parent run, and has headless Chromium (Debian's `chromium`) capture: the runs table, the
+parent run (the verdict), a compare view of the winners' runs, and the model registry. Needs a
+finished `dvc repro` in this folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    sys.exit(f"error: the MLflow UI did not answer at {url} within {seconds:.0f} s")
+
+
+def capture(browser: str, url: str, path: Path, width: int = 1600, height: int = 1000) -> None:
+    """One screenshot; the virtual time budget lets the single-page app fetch and render its data."""
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--hide-scrollbars", f"--window-size={width},{height}", "--virtual-time-budget=20000",
+                    f"--screenshot={path}", url], check=True, capture_output=True, timeout=180)
+    print(f"{path.relative_to(ROOT)}: {url}")
+
+
+def views(url: str, experiment: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(url)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        sys.exit(f"error: no MLflow experiment {experiment!r} in {ROOT / 'mlflow.db'}: run `make repro` first")
+    exp = found.experiment_id
+    parents = client.search_runs([exp], "tags.stage = 'pipeline'", order_by=["attributes.start_time DESC"],
+                                 max_results=1)
+    if not parents:
+        sys.exit(f"error: experiment {experiment!r} has no pipeline run: run `make repro` first")
+    parent = parents[0]
+    winners = [parent.data.tags.get(f"{q}.winner") for q in ("small_similar", "small_different", "large_similar",
+                                                             "large_different")]
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.stage = "
+                                  "'finetune' and tags.seed = '0'", max_results=200)
+    compare = [r.info.run_id for r in children if r.data.tags.get("regime") in winners][:8]
+    runs_json = urllib.parse.quote(json.dumps(compare))
+    exps_json = urllib.parse.quote(json.dumps([exp]))
+    return {
+        "runs_table": f"{url}/#/experiments/{exp}/runs",
+        "parent_run": f"{url}/#/experiments/{exp}/runs/{parent.info.run_id}",
+        "compare_winners": f"{url}/#/compare-runs?runs={runs_json}&experiments={exps_json}",
+        "registry": f"{url}/#/models",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "ui")
+    parser.add_argument("--experiment", default="transferlab-builtin")
+    args = parser.parse_args()
+    browser = next((b for b in CHROMIUM if shutil.which(b)), None)
+    if browser is None:
+        sys.exit("error: no chromium found (allowed: chromium, chromium-browser, google-chrome): apt-get install chromium")
+    if not (ROOT / "mlflow.db").exists():
+        sys.exit(f"error: {ROOT / 'mlflow.db'} not found: run `make repro` first")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(["mlflow", "ui", "--backend-store-uri", f"sqlite:///{ROOT / 'mlflow.db'}",
+                               "--default-artifact-root", str(ROOT / "mlartifacts"), "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        wait_until_up(url)
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, view in views(url, args.experiment).items():
+            capture(browser, view, args.out / f"{name}.png")
+    finally:
+        import os
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
