@@ -104,12 +104,13 @@ def main(overrides: list[str]) -> None:
                   f"(goal <= 10%); DVC's own bookkeeping: {total - stage_sum:.1f} s")
     walls = {name: r["startup_s"] + r["main_s"] for name, r in zip(stage_names, records)}
     comparison = sum(w for name, w in walls.items() if name.startswith("finetune@") or name == "cut_sweep")
+    advisor = metrics.get("advisor", {})
     if "advise" in walls:
         console.print(f"advisor: {walls['advise']:.1f} s against the comparison's {comparison:.1f} s (finetune@* + "
                       f"cut_sweep) = {walls['advise'] / comparison:.1%} (goal <= 2%); picks within one std of the "
-                      f"winner: {metrics.get('advisor/hits')} of 4 (goal >= 3); Spearman on the cut sweeps: "
-                      + ", ".join(f"{k.split('_', 1)[1]} {v:.2f}" for k, v in metrics.items()
-                                  if k.startswith("advisor/spearman_")) + " (goal >= 0.8 on both)")
+                      f"winner: {advisor.get('hits')} of 4 (goal >= 3); Spearman on the cut sweeps: "
+                      + ", ".join(f"{k.split('_', 1)[1]} {v:.2f}" for k, v in advisor.items()
+                                  if k.startswith("spearman_")) + " (goal >= 0.8 on both)")
     console.print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
     console.print("\n".join(line for line in summary.splitlines() if line.startswith("| ") and "**" in line))
 

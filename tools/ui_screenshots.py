@@ -23,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
+# MLflow 3's assistant panel takes a third of the width: the runs table needs more to show metric
+# columns, the parent run more height to reach its metrics.
+SIZES = {"runs_table": (2600, 900), "parent_run": (1600, 2200)}
 
 
 def free_port() -> int:
@@ -63,18 +66,20 @@ def views(url: str, experiment: str) -> dict[str, str]:
     if not parents:
         sys.exit(f"error: experiment {experiment!r} has no pipeline run: run `make repro` first")
     parent = parents[0]
-    winners = [parent.data.tags.get(f"{q}.winner") for q in ("small_similar", "small_different", "large_similar",
-                                                             "large_different")]
+    quadrants = ("small_similar", "small_different", "large_similar", "large_different")
+    winners = {q: parent.data.tags.get(f"{q}.winner") for q in quadrants}
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.stage = "
                                   "'finetune' and tags.seed = '0'", max_results=200)
-    compare = [r.info.run_id for r in children if r.data.tags.get("regime") in winners][:8]
+    # Each quadrant's winning regime (seed 0): the four networks the verdict is about.
+    compare = [r.info.run_id for q in quadrants for r in children
+               if r.data.tags.get("quadrant") == q and r.data.tags.get("regime") == winners[q]]
     runs_json = urllib.parse.quote(json.dumps(compare))
     exps_json = urllib.parse.quote(json.dumps([exp]))
     return {
         "runs_table": f"{url}/#/experiments/{exp}/runs",
         "parent_run": f"{url}/#/experiments/{exp}/runs/{parent.info.run_id}",
         "compare_winners": f"{url}/#/compare-runs?runs={runs_json}&experiments={exps_json}",
-        "registry": f"{url}/#/models",
+        "registry": f"{url}/#/models/{experiment}-small_similar",
     }
 
 
@@ -98,7 +103,8 @@ def main() -> None:
         wait_until_up(url)
         args.out.mkdir(parents=True, exist_ok=True)
         for name, view in views(url, args.experiment).items():
-            capture(browser, view, args.out / f"{name}.png")
+            width, height = SIZES.get(name, (1600, 1000))
+            capture(browser, view, args.out / f"{name}.png", width, height)
     finally:
         import os
         import signal
