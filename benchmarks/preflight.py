@@ -43,9 +43,9 @@ def timed(project: Path, stage: str, argv: list[str], env: dict) -> tuple[float,
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="transferlab-preflight-") as tmp:
         project = Path(tmp) / "project"
-        for rel in ("params.yaml", "conf"):
-            source = REPO / rel
-            (shutil.copytree if source.is_dir() else shutil.copy)(source, project / rel if source.is_dir() else project)
+        project.mkdir()
+        shutil.copy(REPO / "params.yaml", project / "params.yaml")
+        shutil.copytree(REPO / "conf", project / "conf")
         base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
         table = Table(title="bad input: seconds to the one-line error (median of 3)")
         for column in ("stage", "input", "exit", "seconds", "error"):
