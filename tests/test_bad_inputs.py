@@ -11,6 +11,7 @@ output folder) and run the stage command as a subprocess.
 from __future__ import annotations
 
 import importlib
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ import pytest
 from helpers import copy_project, run, tree_digest
 
 WATCHED = ("data", "models", "reports", "conf", "params.yaml")
+# A failing stage never reads the copy's git history; copying .git took half of each case's time.
+NOT_READ = shutil.ignore_patterns(".git")
 
 
 def edit(path: str, old: str, new: str):
@@ -155,10 +158,8 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(written, tmp_path, 
                                                               words):
     """Catches: a bad value ignored or accepted, a traceback instead of one line, an error only after work,
     and any output changed by a run that failed."""
-    import shutil
-
     project = tmp_path / "project"
-    shutil.copytree(written, project, symlinks=True)
+    shutil.copytree(written, project, symlinks=True, ignore=NOT_READ)
     if change is not None:
         change(project)
     before = tree_digest(project, WATCHED)
@@ -196,10 +197,8 @@ def test_broken_inputs_are_one_line_from_the_real_command(prepared_copy, stage, 
 def test_missing_or_broken_inputs_stop_before_any_work(written, tmp_path, monkeypatch, damage, words):
     """Catches: a missing or unreadable input found only after minutes of training (the pre-flight reads
     every input's card and meta file before importing torch)."""
-    import shutil
-
     project = tmp_path / "project"
-    shutil.copytree(written, project, symlinks=True)
+    shutil.copytree(written, project, symlinks=True, ignore=NOT_READ)
     for dataset in ("source", "small_similar", "small_different", "large_similar", "large_different"):
         for folder, name in (("data/raw", "card.json"), ("data/augmented", "meta.json")):
             (project / folder / dataset).mkdir(parents=True, exist_ok=True)
@@ -215,12 +214,11 @@ def test_missing_or_broken_inputs_stop_before_any_work(written, tmp_path, monkey
 def test_a_read_only_output_folder_is_one_line(written, tmp_path, monkeypatch):
     """Catches: a permission error deep inside training (or after it) instead of at the start."""
     import os
-    import shutil
 
     if os.geteuid() == 0:
         pytest.skip("root writes to read-only folders")
     project = tmp_path / "project"
-    shutil.copytree(written, project, symlinks=True)
+    shutil.copytree(written, project, symlinks=True, ignore=NOT_READ)
     (project / "data").chmod(0o500)
     try:
         code, stderr = run_stage_here(project, "download", [], monkeypatch)

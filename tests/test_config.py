@@ -60,3 +60,19 @@ def test_no_value_is_defined_both_in_params_and_in_conf(repo):
         assert load_config(stage, [], root=repo).stage == stage
     for regime in REGIMES:
         assert load_config("finetune", [f"regime={regime}"], root=repo).args.regime == regime
+
+
+def test_an_edited_conf_file_is_composed_afresh_and_a_loaded_config_is_the_callers_own(repo, tmp_path):
+    """load_config composes each state of conf/ once per process. Catches: a stale composition served
+    after a conf/ file changed (a sweep job or a test would run on the old value), and one load's
+    command-line values or the caller's changes leaking into the next load."""
+    import shutil
+
+    shutil.copytree(repo / "conf", tmp_path / "conf")
+    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
+    first = load_config("finetune", ["regime=scratch", "model.widths=[4,5,6]"], root=tmp_path)
+    first.model.widths = [1, 2, 3]
+    model_file = tmp_path / "conf/model/small_resnet.yaml"
+    assert list(load_config("finetune", ["regime=scratch"], root=tmp_path).model.widths) == [32, 64, 128]
+    model_file.write_text(model_file.read_text().replace("widths: [32, 64, 128]", "widths: [8, 16, 32]"))
+    assert list(load_config("finetune", ["regime=scratch"], root=tmp_path).model.widths) == [8, 16, 32]

@@ -167,9 +167,10 @@ def test_mlflow_holds_one_run_per_cell_nested_under_the_pipeline_parent(pipeline
 
 
 @pytest.mark.e2e
-def test_the_committed_pipeline_is_up_to_date_after_a_repro(pipeline_project):
-    """Catches: outputs with run ids, timestamps or absolute paths (they would differ on a re-run)."""
-    status = subprocess.run(["dvc", "status", "--json"], cwd=pipeline_project, capture_output=True, text=True)
+def test_the_committed_pipeline_is_up_to_date_after_a_repro(pipeline_project, pipeline_copy):
+    """Catches: outputs with run ids, timestamps or absolute paths (they would differ on a re-run).
+    DVC runs in a copy (it writes under .dvc/); the files are read where the pipeline wrote them."""
+    status = subprocess.run(["dvc", "status", "--json"], cwd=pipeline_copy, capture_output=True, text=True)
     assert json.loads(status.stdout or "{}") == {}, status.stdout
     for path in (pipeline_project / "models").rglob("*"):
         if path.is_file() and path.suffix in (".json", ".csv", ".yaml"):
@@ -179,10 +180,10 @@ def test_the_committed_pipeline_is_up_to_date_after_a_repro(pipeline_project):
 
 
 @pytest.mark.e2e
-def test_dvc_plots_colour_by_regime_pair_train_and_val_and_mark_chance(pipeline_project):
+def test_dvc_plots_colour_by_regime_pair_train_and_val_and_mark_chance(pipeline_copy):
     """Catches: plots labelled by file name instead of quadrant/regime, a missing train or val series,
     no chance level, or MLflow and DVC naming the same series differently."""
-    done = subprocess.run(["dvc", "plots", "show", "--json"], cwd=pipeline_project, capture_output=True, text=True)
+    done = subprocess.run(["dvc", "plots", "show", "--json"], cwd=pipeline_copy, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     shown = json.loads(done.stdout)["data"]
     by_file = {}
@@ -194,7 +195,7 @@ def test_dvc_plots_colour_by_regime_pair_train_and_val_and_mark_chance(pipeline_
     rows = curves["data"]["values"]
     assert {r["metric"] for r in rows} == {"train/acc", "val/acc"}, "the names MLflow uses"
     assert {(r["quadrant"], r["regime"]) for r in rows} == {(q, r) for q in QUADRANTS for r in REGIMES}
-    comparison = json.loads((pipeline_project / "reports/evaluate/comparison.json").read_text())
+    comparison = json.loads((pipeline_copy / "reports/evaluate/comparison.json").read_text())
     assert all(float(r["chance"]) == pytest.approx(1 / comparison[r["quadrant"]]["num_classes"]) for r in rows)
     assert sorted({int(r["epoch"]) for r in rows}) == list(range(1, TINY_PARAMS["finetune.epochs"] + 1))
     assert curves["spec"]["layer"][0]["encoding"]["color"]["field"] == "regime"
@@ -204,13 +205,13 @@ def test_dvc_plots_colour_by_regime_pair_train_and_val_and_mark_chance(pipeline_
 
 
 @pytest.mark.e2e
-def test_mlflow_runs_are_readable_few_params_epoch_steps_no_bookkeeping_series(pipeline_project):
+def test_mlflow_runs_are_readable_few_params_epoch_steps_no_bookkeeping_series(pipeline_copy):
     """Catches: the whole config logged as params (hundreds, other quadrants' included), a knob under two
     names, metrics against the optimizer step (runs do not line up), constant or bookkeeping series,
     float32 noise, and a training run stretched by evaluation."""
-    runs = experiment_runs(pipeline_project)
+    runs = experiment_runs(pipeline_copy)
     cells = [r for r in runs if r.data.tags["stage"] == "finetune"]
-    mlflow_client = client(pipeline_project)
+    mlflow_client = client(pipeline_copy)
     for run in cells:
         params = run.data.params
         assert len(params) <= 40, len(params)
@@ -223,7 +224,7 @@ def test_mlflow_runs_are_readable_few_params_epoch_steps_no_bookkeeping_series(p
         history = mlflow_client.get_metric_history(run.info.run_id, "val/acc")
         assert [m.step for m in history] == list(range(1, TINY_PARAMS["finetune.epochs"] + 1))
         assert all(len(repr(m.value)) <= 10 for m in history), [m.value for m in history]
-        classes = json.loads((pipeline_project / "reports/evaluate/comparison.json").read_text())[
+        classes = json.loads((pipeline_copy / "reports/evaluate/comparison.json").read_text())[
             run.data.tags["quadrant"]]["num_classes"]
         assert run.data.tags["val_samples"] == str(classes * TINY_PARAMS["data.val_per_class"])
     evaluations = [r for r in runs if r.data.tags["stage"] == "evaluate"]
@@ -238,15 +239,15 @@ def test_mlflow_runs_are_readable_few_params_epoch_steps_no_bookkeeping_series(p
 
 
 @pytest.mark.e2e
-def test_the_advisor_scores_every_stage_and_is_checked_against_the_measurement(pipeline_project):
+def test_the_advisor_scores_every_stage_and_is_checked_against_the_measurement(pipeline_copy):
     """Catches: an advice without the numbers behind it, a pick outside the regimes, advice runs missing
     from MLflow, and a report that does not set the advice beside the measured winner."""
-    summary = (pipeline_project / "reports/summary.md").read_text()
+    summary = (pipeline_copy / "reports/summary.md").read_text()
     assert "## The advisor, checked against the measurement" in summary
-    runs = {r.data.tags["quadrant"]: r for r in experiment_runs(pipeline_project) if r.data.tags["stage"] == "advise"}
+    runs = {r.data.tags["quadrant"]: r for r in experiment_runs(pipeline_copy) if r.data.tags["stage"] == "advise"}
     assert set(runs) == set(QUADRANTS)
     for quadrant in QUADRANTS:
-        advice = json.loads((pipeline_project / "reports/advice" / f"{quadrant}.json").read_text())
+        advice = json.loads((pipeline_copy / "reports/advice" / f"{quadrant}.json").read_text())
         assert list(advice["stages"]) == ["stem", "stage1", "stage2", "stage3"]
         assert all(set(v) == {"logme", "logme_random", "pad"} for v in advice["stages"].values())
         rule = advice["recommendation"]
@@ -256,5 +257,5 @@ def test_the_advisor_scores_every_stage_and_is_checked_against_the_measurement(p
         assert run.data.tags["regime"] == rule["regime"] and run.data.metrics["logme/stage3"] == pytest.approx(
             advice["stages"]["stage3"]["logme"])
         assert f"| {quadrant} | {rule['regime']}" in summary
-    metrics = json.loads((pipeline_project / "reports/metrics.json").read_text())
+    metrics = json.loads((pipeline_copy / "reports/metrics.json").read_text())
     assert 0 <= metrics["advisor"]["hits"] <= 4

@@ -238,13 +238,13 @@ def tracked_fit(repo, tmp_path, uri: str, run_id: str, *callbacks, resumed: bool
 
 
 @pytest.mark.parametrize("kill", [KillAfterResumeState, KillBeforeResumeState])
-def test_a_fit_killed_anywhere_in_an_epoch_logs_each_epochs_metrics_once(repo, tmp_path, kill):
+def test_a_fit_killed_anywhere_in_an_epoch_logs_each_epochs_metrics_once(repo, tmp_path, mlflow_db, kill):
     """Catches: an epoch's train metrics lost because the resume checkpoint was written before them
     (a kill in between; the resumed fit starts at the next epoch), and an epoch logged twice when a
     kill before the checkpoint makes the resumed fit redo it."""
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = f"sqlite:///{mlflow_db}"
     client = MlflowClient(uri)
     run_id = client.create_run(client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())).info.run_id
     with pytest.raises(Killed):

@@ -21,8 +21,8 @@ def threshold_net() -> nn.Module:
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+def store(mlflow_db, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_db}")
     monkeypatch.delenv("DVC_ROOT", raising=False)
     return tracking_store.client()
 

@@ -116,7 +116,7 @@ def test_a_locked_database_is_waited_for_then_one_line(tmp_path, monkeypatch):
     store.check_store(lock_wait_s=2)  # free again: passes
 
 
-def test_credentials_in_the_environment_never_reach_mlflow(repo, tmp_path, monkeypatch):
+def test_credentials_in_the_environment_never_reach_mlflow(repo, tmp_path, mlflow_db, monkeypatch):
     """CI passes secrets as environment variables: a run's params, tags and package list must not hold them."""
     from transferlab.core.config import load_config
     from transferlab.tracking import runs
@@ -125,7 +125,7 @@ def test_credentials_in_the_environment_never_reach_mlflow(repo, tmp_path, monke
                "DVC_REMOTE_SECRET_ACCESS_KEY": "dvc-51b0aa"}
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_db}")
     monkeypatch.delenv("DVC_ROOT", raising=False)
     monkeypatch.chdir(repo)
     cfg = load_config("pretrain", [], root=repo)
