@@ -23,7 +23,8 @@ def test_composes_conf_groups_with_params_on_top(repo):
 def test_command_line_overrides_params_and_conf_values(repo):
     """Catches: command-line values applied to the wrong tree, or conf/ values that cannot be overridden."""
     cfg = load_config("finetune", ["regime=scratch", "regime.scratch.lr=0.5", "model.widths=[8,16,32]",
-                                   "regime.finetune_all.head_epochs=2", "trainer.strategy=ddp", "seeds=[4]"], root=repo)
+                                   "regime.finetune_all.head_epochs=2", "trainer.strategy=ddp", "trainer.cell_processes=1",
+                                   "seeds=[4]"], root=repo)
     assert cfg.regime.scratch.lr == 0.5 and cfg.regime.scratch.init == "random"
     assert list(cfg.model.widths) == [8, 16, 32] and cfg.regime.finetune_all.head_epochs == 2
     assert cfg.trainer.strategy == "ddp" and list(cfg.seeds) == [4]

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import EXPERIMENT, STAGES, TINY_PARAMS, client, dvc, experiment_runs, git_commit, ran, set_params
+from helpers import EXPERIMENT, STAGES, TINY_PARAMS, client, dvc, experiment_runs, git_commit, ran, run, set_params
 
 QUADRANTS = ("small_similar", "small_different", "large_similar", "large_different")
 REGIMES = ("freeze_all", "truncate_freeze", "finetune_all", "scratch")
@@ -259,3 +259,22 @@ def test_the_advisor_scores_every_stage_and_is_checked_against_the_measurement(p
         assert f"| {quadrant} | {rule['regime']}" in summary
     metrics = json.loads((pipeline_copy / "reports/metrics.json").read_text())
     assert 0 <= metrics["advisor"]["hits"] <= 4
+
+
+@pytest.mark.e2e
+def test_cells_side_by_side_give_what_one_process_gives(pipeline_project, prepared_copy):
+    """``trainer.cell_processes: 2`` (the CPU default) trains cells in this process and a worker; one
+    process training them in turn, at the same torch threads per cell, must write the same results and
+    networks. Catches: a result that depends on which process trained a cell or in what order (state
+    shared between cells in one process, seeds drawn per process), and cells lost or trained twice."""
+    import torch
+
+    # The template's stage had this process's torch threads (OMP_NUM_THREADS is inherited) and gave each
+    # of its 2 cell processes half; the threads decide the last bits, so the single process gets as many.
+    per_cell = max(1, torch.get_num_threads() // 2)
+    run(prepared_copy, "transferlab.finetune", "regime=scratch", "trainer.cell_processes=1",
+        OMP_NUM_THREADS=str(per_cell))
+    one, side_by_side = prepared_copy / "models/finetune/scratch", pipeline_project / "models/finetune/scratch"
+    assert json.loads((one / "results.json").read_text()) == json.loads((side_by_side / "results.json").read_text())
+    for quadrant in QUADRANTS:
+        assert (one / quadrant / "model.pt").read_bytes() == (side_by_side / quadrant / "model.pt").read_bytes()

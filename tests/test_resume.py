@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BIN, experiment_runs, project_env, run, tree_digest
+from helpers import BIN, client, experiment_runs, project_env, run, tree_digest
 
 pytestmark = pytest.mark.e2e
 
@@ -98,9 +98,14 @@ def test_finetune_stopped_by_sigterm_then_sigkill_under_dvc_resumes_to_the_same_
     assert stage not in lock, "a stopped stage was recorded as done"
     runs = experiment_runs(project)
     assert not [r for r in runs if r.info.status == "RUNNING"], "SIGTERM left a run RUNNING"
-    stopped = [r for r in runs if r.info.status == "KILLED"]
-    assert stopped and all(r.data.tags.get("quadrant") == "small_different" or r.data.tags["stage"] == "pipeline"
-                           for r in stopped)
+    stopped = [r for r in runs if r.info.status == "KILLED" and r.data.tags["stage"] == "finetune"]
+    assert stopped, "the cells in training when SIGTERM came must be closed KILLED"
+    for run_ in stopped:  # cells train side by side (trainer.cell_processes): any unfinished one may be stopped
+        cell = state / f"{run_.data.tags['quadrant']}-finetune_all-s{run_.data.tags['seed']}"
+        assert not (cell / "result.json").exists(), f"a finished cell's run is KILLED: {cell.name}"
+    for cell in state.glob("*/result.json"):
+        record = json.loads((cell.parent / "cell.json").read_text())
+        assert client(project).get_run(record["run_id"]).info.status == "FINISHED", cell.parent.name
 
     process = start(project, "dvc", "repro", stage)
     wait_for(state / "large_similar-finetune_all-s0" / "last.ckpt", process)

@@ -243,6 +243,7 @@ def _check_groups(cfg: DictConfig) -> None:
     typed(model_args, args, f"model {cfg.model.name} (conf/model/{cfg.model.name}.yaml)")
     cfg.trainer = typed(cfg.trainer, schema.TrainerConf, f"trainer {cfg.trainer.name} "
                                                           f"(conf/trainer/{cfg.trainer.name}.yaml)")
+    schema.check_trainer(cfg.trainer)
     cfg.experiment = typed(cfg.experiment, schema.ExperimentConf, f"experiment {cfg.experiment.name} "
                                                                   f"(conf/experiment/{cfg.experiment.name}.yaml)")
     typed(cfg.tracking, schema.TrackingConf, "conf/tracking")

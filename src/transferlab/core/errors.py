@@ -20,3 +20,6 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+
+    def __reduce__(self):  # from a worker process (training.parallel) with its signal number
+        return type(self), (self.signum,)

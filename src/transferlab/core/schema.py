@@ -141,6 +141,7 @@ class TrainerConf:
     sync_batchnorm: bool = False
     channels_last: bool = MISSING
     compile: bool = MISSING
+    cell_processes: int = 1  # fine-tuning cells trained side by side (CPU only; training.parallel)
 
 
 @dataclass
@@ -305,3 +306,13 @@ def check_cut_points(cfg: Any) -> None:
     for where, cut in wanted:
         if cut is not None and cut not in names:
             raise ConfigError(f"{where}={cut!r} is not a stage of model {cfg.model.name} (allowed: {', '.join(names)})")
+
+
+def check_trainer(trainer) -> None:
+    """Side-by-side cells (``cell_processes``) are for one CPU machine: a GPU or DDP trainer has its own
+    parallelism, and two processes would share one device."""
+    processes = trainer.cell_processes
+    single_cpu = trainer.accelerator == "cpu" and "ddp" not in str(trainer.strategy) and trainer.num_nodes == 1
+    if processes < 1 or (processes > 1 and not single_cpu):
+        allowed = "1 or more" if single_cpu else "1, since this trainer is not single-node CPU without DDP"
+        raise ConfigError(f"trainer {trainer.name}: cell_processes={processes} is not allowed (allowed: {allowed})")

@@ -67,7 +67,7 @@ def launched_as_global_zero() -> bool:
     return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
-def _raise_interrupted(signum, frame) -> None:
+def raise_interrupted(signum, frame) -> None:
     raise Interrupted(signum)
 
 
@@ -81,7 +81,7 @@ def process_age() -> float:
         return 0.0
 
 
-def _run_cleanups(status: str) -> None:
+def run_cleanups(status: str) -> None:
     while _cleanups:
         callback = _cleanups.pop()
         try:
@@ -94,7 +94,7 @@ def run_stage(name: str, main: Callable[[list[str]], None]) -> None:
     startup = process_age()
     started = time.perf_counter()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _raise_interrupted)
+        signal.signal(signum, raise_interrupted)
     code, status = 0, "FINISHED"
     try:
         main(sys.argv[1:])
@@ -117,12 +117,12 @@ def run_stage(name: str, main: Callable[[list[str]], None]) -> None:
         code = exit_.code if isinstance(exit_.code, int) else 1
         status = "FINISHED" if code == 0 else "FAILED"
     except BaseException:
-        _run_cleanups("FAILED")
+        run_cleanups("FAILED")
         raise
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):  # no second signal may interrupt the clean-up
             signal.signal(signum, signal.SIG_IGN)
-    _run_cleanups(status)
+    run_cleanups(status)
     _write_profile(name, startup, time.perf_counter() - started, code)
     sys.exit(code)
 

@@ -31,6 +31,7 @@ from transferlab.data.training_sets import training_sets
 from transferlab.models import build_backbone
 from transferlab.tracking import runs
 from transferlab.training import fit as fitting
+from transferlab.training import parallel
 from transferlab.training.budget import code_version, file_sha256, steps_per_epoch
 from transferlab.training.evaluation import evaluate
 from transferlab.training.feature_cache import pooled_features
@@ -154,40 +155,50 @@ class RegimeCells:
 
     def quadrant(self, quadrant: str, state: dict | None) -> tuple[dict, dict[int, Classifier]]:
         """Train every seed on ``quadrant``: ({seed: result}, {seed: best-val network})."""
+        results, networks, cache = {}, {}, None
+        for seed in self.cfg.seeds:
+            results[seed], networks[seed], cache = self.train(quadrant, seed, state, cache)
+        return results, networks
+
+    def _cell_and_sets(self, quadrant: str, seed: int):
+        train_set, val_set = training_sets(self.cfg, quadrant, materialised=self.regime.cache_features, seed=seed,
+                                           train_per_class=self.cfg.finetune.train_per_class)
+        return self.cell(quadrant, seed, len(train_set), len(val_set)), train_set, val_set
+
+    def is_finished(self, quadrant: str, seed: int) -> bool:
+        return fitting.finished(self.state_root, self._cell_and_sets(quadrant, seed)[0]) is not None
+
+    def train(self, quadrant: str, seed: int, state: dict | None, cache: tuple | None = None):
+        """One cell: (result, best-val network, the quadrant's cached features or None), kept in the
+        cell's state folder; a cell finished before is read back, not trained again."""
         cfg, regime = self.cfg, self.regime
+        cell, train_set, val_set = self._cell_and_sets(quadrant, seed)
+        done = fitting.finished(self.state_root, cell)
+        if done is not None:
+            return (*done, cache)
         where = paths(cfg)
         classes = load_card(where["raw"] / quadrant)["classes"]
         test = load_split(where["raw"] / quadrant, "test")
-        results, networks, cache = {}, {}, None
-        for seed in cfg.seeds:
-            train_set, val_set = training_sets(cfg, quadrant, materialised=regime.cache_features, seed=seed,
-                                               train_per_class=cfg.finetune.train_per_class)
-            cell = self.cell(quadrant, seed, len(train_set), len(val_set))
-            done = fitting.finished(self.state_root, cell)
-            if done is not None:
-                results[seed], networks[seed] = done
-                continue
-            module = new_module(cfg, regime, len(classes), cell.epochs, seed, state)
-            if regime.cache_features:
-                cache = cache or _cached_sets(module, train_set, val_set, test, cfg.trainer.channels_last)
-                module.automatic_optimization = False  # steps a whole cached epoch per loader item
-                train_data, val_data, test_data = cache
-            else:
-                train_data, val_data, test_data = train_set, val_set, test
-            fitted = fitting.fit(cfg, cell, module, train_data, val_data, self.state_root, self.parent,
-                                 single_device=regime.cache_features)
-            test_metrics, _ = evaluate(fitted.module, test_data, cfg.evaluate.batch_size)
-            result = {"seed": seed, "val_acc": round(fitted.val_acc, 6), "best_epoch": fitted.best_epoch,
-                      "epochs": cell.epochs, "steps": cfg.finetune.steps, "n_train": len(train_set),
-                      "test": test_metrics, "history": fitted.history}
-            if fitted.run_id is not None:
-                runs.log_metrics(fitted.run_id, {f"test/{k}": v for k, v in test_metrics.items()})
-                runs.log_metrics(fitted.run_id, {"best/val_acc": fitted.val_acc})
-            fitting.keep_finished(self.state_root, cell, result, fitted.module, fitted.run_id)
-            results[seed], networks[seed] = result, fitted.module
-            print(f"{cell.name}: val acc {fitted.val_acc:.3f} (epoch {fitted.best_epoch}/{cell.epochs}), "
-                  f"test acc {test_metrics['acc']:.3f}")
-        return results, networks
+        module = new_module(cfg, regime, len(classes), cell.epochs, seed, state)
+        if regime.cache_features:
+            cache = cache or _cached_sets(module, train_set, val_set, test, cfg.trainer.channels_last)
+            module.automatic_optimization = False  # steps a whole cached epoch per loader item
+            train_data, val_data, test_data = cache
+        else:
+            train_data, val_data, test_data = train_set, val_set, test
+        fitted = fitting.fit(cfg, cell, module, train_data, val_data, self.state_root, self.parent,
+                             single_device=regime.cache_features)
+        test_metrics, _ = evaluate(fitted.module, test_data, cfg.evaluate.batch_size)
+        result = {"seed": seed, "val_acc": round(fitted.val_acc, 6), "best_epoch": fitted.best_epoch,
+                  "epochs": cell.epochs, "steps": cfg.finetune.steps, "n_train": len(train_set),
+                  "test": test_metrics, "history": fitted.history}
+        if fitted.run_id is not None:
+            runs.log_metrics(fitted.run_id, {f"test/{k}": v for k, v in test_metrics.items()})
+            runs.log_metrics(fitted.run_id, {"best/val_acc": fitted.val_acc})
+        fitting.keep_finished(self.state_root, cell, result, fitted.module, fitted.run_id)
+        print(f"{cell.name}: val acc {fitted.val_acc:.3f} (epoch {fitted.best_epoch}/{cell.epochs}), "
+              f"test acc {test_metrics['acc']:.3f}", flush=True)
+        return result, fitted.module, cache
 
 
 def _cached_sets(module: Classifier, train_set, val_set, test, channels_last: bool) -> tuple[TensorDataset, ...]:
@@ -210,6 +221,10 @@ def run_regime(cfg: DictConfig, regime_name: str, state_root: Path, parent: str 
     regime = cfg.regime[regime_name]
     state = pretrained_state(cfg) if regime.init == "pretrained" else None
     cells = RegimeCells(cfg, regime_name, state_root, parent)
+    side_by_side = cfg.trainer.cell_processes
+    if side_by_side > 1 and not regime.cache_features:  # a head on cached features takes seconds: not worth it
+        pending = [(q, seed) for q in QUADRANTS for seed in cfg.seeds if not cells.is_finished(q, seed)]
+        parallel.train_cells(cfg, regime_name, state_root, parent, pending, side_by_side)
     summary: dict[str, Any] = {"regime": regime_name, "quadrants": {}}
     networks, histories = {}, {}
     for quadrant in QUADRANTS:

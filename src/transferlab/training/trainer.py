@@ -54,8 +54,8 @@ def trainer_settings(trainer_cfg: DictConfig, module: Classifier, single_device:
     head on cached features is too small to share out).
     """
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
-    kwargs.pop("name", None)
-    kwargs.pop("_target_", None)
+    for own_key in ("name", "_target_", "cell_processes"):  # ours, not the Trainer's
+        kwargs.pop(own_key, None)
     if kwargs.pop("channels_last", False):
         module.use_channels_last()
     if kwargs.pop("compile", False):
