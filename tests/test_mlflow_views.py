@@ -11,10 +11,9 @@ from urllib.parse import quote
 import pytest
 
 from helpers import EXPERIMENT, BIN, dvc, free_port, rest, serving, set_params
+from transferlab.core.names import QUADRANTS
 
 pytestmark = pytest.mark.e2e
-
-QUADRANTS = ("small_similar", "small_different", "large_similar", "large_different")
 
 
 def tags_of(run: dict) -> dict[str, str]:

@@ -9,9 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import EXPERIMENT, STAGES, TINY_PARAMS, client, dvc, experiment_runs, git_commit, ran, run, set_params
+from transferlab.core.names import QUADRANTS, REGIMES
 
-QUADRANTS = ("small_similar", "small_different", "large_similar", "large_different")
-REGIMES = ("freeze_all", "truncate_freeze", "finetune_all", "scratch")
 SEEDS = TINY_PARAMS["seeds"]
 
 

@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers import EXPERIMENT, client, git_commit, project_env, ran, set_params
-
-
-QUADRANTS = ("small_similar", "small_different", "large_similar", "large_different")
+from transferlab.core.names import QUADRANTS
 
 
 def retrain(project: Path, via_make: bool = True) -> tuple[int, str, str]:
