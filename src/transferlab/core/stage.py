@@ -124,7 +124,29 @@ def run_stage(name: str, main: Callable[[list[str]], None]) -> None:
             signal.signal(signum, signal.SIG_IGN)
     run_cleanups(status)
     _write_profile(name, startup, time.perf_counter() - started, code)
+    if _is_the_program(name):
+        _exit_without_teardown(code)
     sys.exit(code)
+
+
+def _is_the_program(name: str) -> bool:
+    """Whether this process is `python -m transferlab.<name>` (not a test calling ``run_stage``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec is not None and spec.name == f"transferlab.{name}"
+
+
+def _exit_without_teardown(code: int) -> None:
+    """Exit now, skipping the interpreter's teardown: freeing the module graphs of torch, Lightning
+    and MLflow took 2.3 s per stage process here (a script importing them and using the store
+    ran 9.7 s with it, 7.6 s without). What must happen at exit still does: every output is
+    written and closed by now, and the atexit handlers (logging, multiprocessing, MLflow)
+    run first (0.04 s)."""
+    import atexit
+
+    atexit._run_exitfuncs()  # CPython's own hook for exactly this; os._exit would skip them
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _write_profile(name: str, startup: float, wall: float, code: int) -> None:
