@@ -35,15 +35,14 @@ def run_job(cfg) -> float:
     from transferlab.core.config import load_config
     from transferlab.core.files import write_json
     from transferlab.tracking.runs import open_pipeline
-    from transferlab.training.comparison import RegimeCells, pretrained_state
+    from transferlab.training.comparison import RegimeCells
 
     hydra_cfg = HydraConfig.get()
     stage_cfg = load_config("sweep", job_arguments(list(hydra_cfg.overrides.task)))
     quadrant, regime = stage_cfg.args.quadrant, stage_cfg.args.regime
     out_dir = Path(hydra_cfg.runtime.output_dir)
-    state = pretrained_state(stage_cfg) if stage_cfg.regime[regime].init == "pretrained" else None
     cells = RegimeCells(stage_cfg, regime, out_dir / "state", open_pipeline(stage_cfg).run_id, stage="sweep")
-    results, _ = cells.quadrant(quadrant, state)
+    results, _ = cells.quadrant(quadrant, cells.starting_weights())
     [result] = results.values()
     write_json(out_dir / "cell.json", {"quadrant": quadrant, "regime": regime,
                                        **{k: v for k, v in result.items() if k != "history"}})

@@ -153,6 +153,10 @@ class RegimeCells:
                             fingerprint_of=_fingerprint(cfg, quadrant, params, tags),
                             artifacts={"": self.config_file}, resumable=not regime.cache_features)
 
+    def starting_weights(self) -> dict[str, torch.Tensor] | None:
+        """The pretrained backbone's weights when the regime starts from them, else None."""
+        return pretrained_state(self.cfg) if self.regime.init == "pretrained" else None
+
     def quadrant(self, quadrant: str, state: dict | None) -> tuple[dict, dict[int, Classifier]]:
         """Train every seed on ``quadrant``: ({seed: result}, {seed: best-val network})."""
         results, networks, cache = {}, {}, None
@@ -219,12 +223,12 @@ def chosen_seed(results: dict[int, dict]) -> int:
 def run_regime(cfg: DictConfig, regime_name: str, state_root: Path, parent: str | None) -> None:
     """The ``finetune@<regime>`` stage's work; writes models/finetune/<regime>/ when every cell is done."""
     regime = cfg.regime[regime_name]
-    state = pretrained_state(cfg) if regime.init == "pretrained" else None
     cells = RegimeCells(cfg, regime_name, state_root, parent)
+    state = cells.starting_weights()
     side_by_side = cfg.trainer.cell_processes
     if side_by_side > 1 and not regime.cache_features:  # a head on cached features takes seconds: not worth it
         pending = [(q, seed) for q in QUADRANTS for seed in cfg.seeds if not cells.is_finished(q, seed)]
-        parallel.train_cells(cfg, regime_name, state_root, parent, pending, side_by_side)
+        parallel.train_cells(cells, state, pending, side_by_side)
     summary: dict[str, Any] = {"regime": regime_name, "quadrants": {}}
     networks, histories = {}, {}
     for quadrant in QUADRANTS:

@@ -41,36 +41,39 @@ def _stop_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-_training = [False]  # in a worker: whether a cell is being trained now
+_worker: dict = {"training": False}  # in a worker: its RegimeCells, starting weights, and whether a cell trains now
 
 
 def _on_signal(signum, frame) -> None:
     """In a cell: stop it (its run is closed KILLED, its last epoch kept). Idle: just exit."""
     from transferlab.core.errors import Interrupted
 
-    if _training[0]:
+    if _worker["training"]:
         raise Interrupted(signum)
     os._exit(128 + signum)
 
 
-def _start_worker(parent_pid: int, threads: int) -> None:
+def _start_worker(parent_pid: int, threads: int, cfg, regime_name: str, state_root: Path, parent: str | None,
+                  stage: str) -> None:
     import torch
+
+    from transferlab.training.comparison import RegimeCells
 
     _stop_with_parent(parent_pid)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _on_signal)
     torch.set_num_threads(threads)
+    cells = RegimeCells(cfg, regime_name, state_root, parent, stage)
+    _worker.update(cells=cells, state=cells.starting_weights())
 
 
-def _train_cell(cfg, regime_name: str, state_root: Path, parent: str | None, quadrant: str, seed: int) -> None:
+def _train_cell(quadrant: str, seed: int) -> None:
     from transferlab.core.errors import Interrupted
     from transferlab.core.stage import run_cleanups
-    from transferlab.training.comparison import RegimeCells, pretrained_state
 
-    _training[0] = True
+    _worker["training"] = True
     try:
-        state = pretrained_state(cfg) if cfg.regime[regime_name].init == "pretrained" else None
-        RegimeCells(cfg, regime_name, state_root, parent).train(quadrant, seed, state)
+        _worker["cells"].train(quadrant, seed, _worker["state"])
     except Interrupted:
         run_cleanups("KILLED")
         raise
@@ -78,22 +81,22 @@ def _train_cell(cfg, regime_name: str, state_root: Path, parent: str | None, qua
         run_cleanups("FAILED")
         raise
     finally:
-        _training[0] = False
+        _worker["training"] = False
 
 
-def train_cells(cfg, regime_name: str, state_root: Path, parent: str | None, cells: list[tuple[str, int]],
-                processes: int) -> None:
-    """Train the (quadrant, seed) ``cells``: this process and ``processes - 1`` workers each take the
-    next cell when free, one core's share of torch threads each. This process trains too: a worker
-    first spends ~8 s importing torch, Lightning and MLflow, which the stage has done already."""
+def train_cells(cells, state: dict | None, pending: list[tuple[str, int]], processes: int) -> None:
+    """Train the (quadrant, seed) cells ``pending`` of ``cells`` (a ``RegimeCells``, whose network
+    starts from ``state``): this process and ``processes - 1`` workers each take the next cell when
+    free, one core's share of torch threads each. This process trains too: a worker first spends
+    ~8 s importing torch, Lightning and MLflow, which the stage has done already."""
     import torch
 
-    if not cells:
+    if not pending:
         return
-    processes = min(processes, len(cells))
+    processes = min(processes, len(pending))
     threads = max(1, torch.get_num_threads() // processes)  # the stage's threads (OMP_NUM_THREADS), shared out
-    print(f"training {len(cells)} cells in {processes} processes, {threads} torch thread(s) each", flush=True)
-    queue, lock, in_flight, failures = list(cells), threading.Lock(), [], []
+    print(f"training {len(pending)} cells in {processes} processes, {threads} torch thread(s) each", flush=True)
+    queue, lock, in_flight, failures = list(pending), threading.Lock(), [], []
 
     def take() -> tuple[str, int] | None:
         with lock:
@@ -106,19 +109,21 @@ def train_cells(cfg, regime_name: str, state_root: Path, parent: str | None, cel
             return
         cell = take()
         if cell is not None:
-            future = pool.submit(_train_cell, cfg, regime_name, state_root, parent, *cell)
+            future = pool.submit(_train_cell, *cell)
             in_flight.append(future)
             future.add_done_callback(feed)
 
     pool = ProcessPoolExecutor(processes - 1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(os.getpid(), threads))
+                               initializer=_start_worker,
+                               initargs=(os.getpid(), threads, cells.cfg, cells.regime.name, cells.state_root,
+                                         cells.parent, cells.stage_tag))
     own_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         for _ in range(processes - 1):
             feed()
         while (cell := take()) is not None:
-            _train_here(cfg, regime_name, state_root, parent, *cell)
+            cells.train(*cell, state)
         wait(list(in_flight))
         for future in failures or in_flight:
             future.result()  # a worker's error (ConfigError, a crash) is the stage's
@@ -134,10 +139,3 @@ def train_cells(cfg, regime_name: str, state_root: Path, parent: str | None, cel
     finally:
         torch.set_num_threads(own_threads)
     pool.shutdown(wait=True)
-
-
-def _train_here(cfg, regime_name: str, state_root: Path, parent: str | None, quadrant: str, seed: int) -> None:
-    from transferlab.training.comparison import RegimeCells, pretrained_state
-
-    state = pretrained_state(cfg) if cfg.regime[regime_name].init == "pretrained" else None
-    RegimeCells(cfg, regime_name, state_root, parent).train(quadrant, seed, state)
