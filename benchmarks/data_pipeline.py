@@ -70,8 +70,9 @@ def time_prepare(root: Path, out: Path) -> tuple[float, int]:
     with prepare.worker_pool() as pool:
         scans = prepare.Scans(pool)
         for name, train in (("small_similar", 30), ("large_similar", 500)):
-            plan = download.Plan(name, DatasetUse(dataset="folder", size="small"), {"train": train, "val": 50,
-                                                                                     "test": 100})
+            plan = download.Plan(
+                name, DatasetUse(dataset="folder", size="small"), {"train": train, "val": 50, "test": 100}
+            )
             download.prepare_real(cfg, plan, source, out / name, pool, scans)
     return time.perf_counter() - started, len(np.load(out / "large_similar" / "y_train.npy"))
 
@@ -98,7 +99,7 @@ def loader_rate(x, y, transform=None, batch_size: int = 128) -> float:
 
     data = FitData(ImageArrayDataset(x, y, transform), ImageArrayDataset(x[:10], y[:10]), batch_size, seed=0)
     seen, started = 0, time.perf_counter()
-    for images, labels in data.train_dataloader():
+    for _images, labels in data.train_dataloader():
         seen += len(labels)
     return seen / (time.perf_counter() - started)
 
@@ -108,11 +109,11 @@ def model_rate(batch_size: int = 128, steps: int = 15) -> float:
     import torch
 
     from transferlab.core.config import load_config
-    from transferlab.training.pretraining import build_module
+    from transferlab.training.runner import Recipe, build_module
 
     os.chdir(REPO)
     cfg = load_config("pretrain", [])
-    module = build_module(cfg, 8)
+    module = build_module(cfg, Recipe.for_pretraining(cfg), 8, cfg.pretrain.epochs)
     module.use_channels_last()  # as the cpu trainer config does
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
     images = torch.randn(batch_size, 3, 32, 32).contiguous(memory_format=torch.channels_last)
@@ -139,7 +140,7 @@ def memory_child(n: int, folder: Path, in_memory: bool = False, readahead: bool 
     x = open_memmap(folder / "x_train.npy", mode="w+", dtype=np.uint8, shape=(n, 32, 32, 3))
     rng = np.random.default_rng(0)
     for start in range(0, n, 10_000):
-        x[start:start + 10_000] = rng.integers(0, 255, size=(min(10_000, n - start), 32, 32, 3), dtype=np.uint8)
+        x[start : start + 10_000] = rng.integers(0, 255, size=(min(10_000, n - start), 32, 32, 3), dtype=np.uint8)
     x.flush()
     del x
     y = rng.integers(0, 10, size=n)
@@ -175,9 +176,18 @@ def memory_child(n: int, folder: Path, in_memory: bool = False, readahead: bool 
     elapsed = time.perf_counter() - started
     done.set()
     sampler.join()
-    print(json.dumps({"images": n, "peak_anon_mb": peak["anon"] / 1024, "peak_file_mb": peak["file"] / 1024,
-                      "hwm_mb": int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024,
-                      "file_mb": (folder / "x_train.npy").stat().st_size / 2**20, "epoch_s": elapsed}))
+    print(
+        json.dumps(
+            {
+                "images": n,
+                "peak_anon_mb": peak["anon"] / 1024,
+                "peak_file_mb": peak["file"] / 1024,
+                "hwm_mb": int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024,
+                "file_mb": (folder / "x_train.npy").stat().st_size / 2**20,
+                "epoch_s": elapsed,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -205,12 +215,15 @@ def main() -> None:
         before = time_decode_everything(tmp / "jpegs")
         after, n_train = time_prepare(tmp / "jpegs", tmp / "prepared")
         kept = 10 * (30 + 500 + 2 * (50 + 100))
-        table = Table(title=f"1. a folder of {args.jpegs} JPEGs (48x40 -> 32 px) for two quadrants, {os.cpu_count()} "
-                            f"CPUs")
+        table = Table(
+            title=f"1. a folder of {args.jpegs} JPEGs (48x40 -> 32 px) for two quadrants, {os.cpu_count()} CPUs"
+        )
         for column in ("way", "files decoded", "seconds", "speed-up"):
             table.add_column(column, justify="right")
         table.add_row("decode every file, per quadrant (before)", f"{2 * args.jpegs:,}", f"{before:.1f}", "1.00x")
-        table.add_row("scan once, decode what is kept (the stage)", f"{kept:,}", f"{after:.1f}", f"{before / after:.2f}x")
+        table.add_row(
+            "scan once, decode what is kept (the stage)", f"{kept:,}", f"{after:.1f}", f"{before / after:.2f}x"
+        )
         console.print(table)
 
         x, y = load_split(tmp / "prepared" / "large_similar", "train", random_access=True)  # as the training stages do
@@ -219,7 +232,7 @@ def main() -> None:
         augmented = loader_rate(x, y, build_pipeline(pipeline_config(REPO, "default"), 0))
         model = model_rate()
         table = Table(title=f"2. prepared arrays -> training loop ({n_train} images, 32 px, batch 128, memory-mapped)")
-        for column in ("loader", "images/s", "vs model (small_resnet trains at %.0f images/s)" % model):
+        for column in ("loader", "images/s", f"vs model (small_resnet trains at {model:.0f} images/s)"):
             table.add_column(column, justify="right")
         table.add_row("no augmentation", f"{plain:,.0f}", f"{plain / model:.1f}x")
         table.add_row("default augmentation on the fly", f"{augmented:,.0f}", f"{augmented / model:.1f}x")
@@ -230,22 +243,35 @@ def main() -> None:
     for column in ("images", "array file MB", "peak private MB", "peak mapped-file MB", "VmHWM MB", "epoch s"):
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(f"{row['images']:,}", f"{row['file_mb']:.0f}", f"{row['peak_anon_mb']:.0f}",
-                      f"{row['peak_file_mb']:.0f}", f"{row['hwm_mb']:.0f}", f"{row['epoch_s']:.1f}")
+        table.add_row(
+            f"{row['images']:,}",
+            f"{row['file_mb']:.0f}",
+            f"{row['peak_anon_mb']:.0f}",
+            f"{row['peak_file_mb']:.0f}",
+            f"{row['hwm_mb']:.0f}",
+            f"{row['epoch_s']:.1f}",
+        )
     console.print(table)
-    console.print(f"data grew {rows[1]['file_mb'] / rows[0]['file_mb']:.1f}x, peak private memory grew "
-                  f"{rows[1]['peak_anon_mb'] / rows[0]['peak_anon_mb']:.2f}x")
+    console.print(
+        f"data grew {rows[1]['file_mb'] / rows[0]['file_mb']:.1f}x, peak private memory grew "
+        f"{rows[1]['peak_anon_mb'] / rows[0]['peak_anon_mb']:.2f}x"
+    )
 
     n = 10 * args.memory_images
     try:
-        limited = {"memory-mapped, MADV_RANDOM (as training opens it)": memory_run(n, limit_mb=args.limit_mb),
-                   "memory-mapped, kernel read-ahead (before the fix)": memory_run(n, limit_mb=args.limit_mb,
-                                                                                  readahead=True, timeout=180),
-                   "loaded into memory (control)": memory_run(n, limit_mb=args.limit_mb, in_memory=True)}
+        limited = {
+            "memory-mapped, MADV_RANDOM (as training opens it)": memory_run(n, limit_mb=args.limit_mb),
+            "memory-mapped, kernel read-ahead (before the fix)": memory_run(
+                n, limit_mb=args.limit_mb, readahead=True, timeout=180
+            ),
+            "loaded into memory (control)": memory_run(n, limit_mb=args.limit_mb, in_memory=True),
+        }
     except OSError as err:
         console.print(f"memory-limit runs skipped: cannot make a memory cgroup here ({err})")
         return
-    table = Table(title=f"3b. {n:,} images ({rows[1]['file_mb']:.0f} MB) under a {args.limit_mb} MB memory cgroup limit")
+    table = Table(
+        title=f"3b. {n:,} images ({rows[1]['file_mb']:.0f} MB) under a {args.limit_mb} MB memory cgroup limit"
+    )
     for column in ("array", "result", "peak private MB", "epoch s"):
         table.add_column(column, justify="right")
     for name, row in limited.items():
@@ -259,18 +285,22 @@ def main() -> None:
 
 def memory_cgroup(limit_mb: int) -> Path:
     """A fresh cgroup-v1 memory group under this process's own, limited to limit_mb (root only)."""
-    line = next(l for l in Path("/proc/self/cgroup").read_text().splitlines() if ":memory:" in l)
+    line = next(entry for entry in Path("/proc/self/cgroup").read_text().splitlines() if ":memory:" in entry)
     group = Path("/sys/fs/cgroup/memory") / line.split(":", 2)[2].lstrip("/") / f"transferlab-bench-{os.getpid()}"
     group.mkdir()
     (group / "memory.limit_in_bytes").write_text(str(limit_mb * 2**20))
     return group
 
 
-def memory_run(n: int, limit_mb: int | None = None, in_memory: bool = False, readahead: bool = False,
-               timeout: float | None = None) -> dict:
+def memory_run(
+    n: int, limit_mb: int | None = None, in_memory: bool = False, readahead: bool = False, timeout: float | None = None
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="transferlab-bench-") as tmp:
-        cmd = [sys.executable, __file__, "--child", str(n), "--folder", tmp] + (["--in-memory"] if in_memory else []) \
+        cmd = (
+            [sys.executable, __file__, "--child", str(n), "--folder", tmp]
+            + (["--in-memory"] if in_memory else [])
             + (["--readahead"] if readahead else [])
+        )
         group = memory_cgroup(limit_mb) if limit_mb else None
         if group:  # join the group, then exec the child: everything it maps or allocates is charged there
             cmd = ["bash", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "bash", *cmd]

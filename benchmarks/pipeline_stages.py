@@ -43,8 +43,11 @@ def copy_project(dest: Path, overrides: list[str]) -> None:
         key, _, value = item.partition("=")
         OmegaConf.update(params, key, OmegaConf.create({"v": value}).v if value else None, merge=True)
     OmegaConf.save(params, dest / "params.yaml")
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"],
+    ):
         subprocess.run(cmd, cwd=dest, check=True)
 
 
@@ -71,8 +74,11 @@ def main(overrides: list[str]) -> None:
         copy_project(project, overrides)
         profile = Path(tmp) / "profile.jsonl"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-        env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", TRANSFERLAB_PROFILE=str(profile),
-                   PYTHONPROFILEIMPORTTIME="1")
+        env.update(
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+            TRANSFERLAB_PROFILE=str(profile),
+            PYTHONPROFILEIMPORTTIME="1",
+        )
         started = time.perf_counter()
         done = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True)
         total = time.perf_counter() - started
@@ -96,21 +102,30 @@ def main(overrides: list[str]) -> None:
         table.add_row(name, f"{wall:.1f}", f"{wall / total:.1%}", f"{startup:.1f}", f"{record['peak_rss_mb']:.0f}")
     stage_sum = sum(r["startup_s"] + r["main_s"] for r in records)
     table.add_row("sum of stages", f"{stage_sum:.1f}", f"{stage_sum / total:.1%}", f"{startup_total:.1f}", "")
-    table.add_row("dvc repro (wall)", f"{total:.1f}", "100%", f"{startup_total / total:.1%} of the wall",
-                  f"max {max(r['peak_rss_mb'] for r in records):.0f}")
+    table.add_row(
+        "dvc repro (wall)",
+        f"{total:.1f}",
+        "100%",
+        f"{startup_total / total:.1%} of the wall",
+        f"max {max(r['peak_rss_mb'] for r in records):.0f}",
+    )
     console = Console()
     console.print(table)
-    console.print(f"start-up and imports: {startup_total:.1f} s of {total:.1f} s = {startup_total / total:.1%} "
-                  f"(goal <= 10%); DVC's own bookkeeping: {total - stage_sum:.1f} s")
+    console.print(
+        f"start-up and imports: {startup_total:.1f} s of {total:.1f} s = {startup_total / total:.1%} "
+        f"(goal <= 10%); DVC's own bookkeeping: {total - stage_sum:.1f} s"
+    )
     walls = {name: r["startup_s"] + r["main_s"] for name, r in zip(stage_names, records)}
     comparison = sum(w for name, w in walls.items() if name.startswith("finetune@") or name == "cut_sweep")
     advisor = metrics.get("advisor", {})
     if "advise" in walls:
-        console.print(f"advisor: {walls['advise']:.1f} s against the comparison's {comparison:.1f} s (finetune@* + "
-                      f"cut_sweep) = {walls['advise'] / comparison:.1%} (goal <= 2%); picks within one std of the "
-                      f"winner: {advisor.get('hits')} of 4 (goal >= 3); Spearman on the cut sweeps: "
-                      + ", ".join(f"{k.split('_', 1)[1]} {v:.2f}" for k, v in advisor.items()
-                                  if k.startswith("spearman_")) + " (goal >= 0.8 on both)")
+        console.print(
+            f"advisor: {walls['advise']:.1f} s against the comparison's {comparison:.1f} s (finetune@* + "
+            f"cut_sweep) = {walls['advise'] / comparison:.1%} (goal <= 2%); picks within one std of the "
+            f"winner: {advisor.get('hits')} of 4 (goal >= 3); Spearman on the cut sweeps: "
+            + ", ".join(f"{k.split('_', 1)[1]} {v:.2f}" for k, v in advisor.items() if k.startswith("spearman_"))
+            + " (goal >= 0.8 on both)"
+        )
     console.print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
     console.print("\n".join(line for line in summary.splitlines() if line.startswith("| ") and "**" in line))
 

@@ -35,8 +35,9 @@ CASES = [
 
 def timed(project: Path, stage: str, argv: list[str], env: dict) -> tuple[float, int, str]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", f"transferlab.{stage}", *argv], cwd=project, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", f"transferlab.{stage}", *argv], cwd=project, env=env, capture_output=True, text=True
+    )
     return time.perf_counter() - started, done.returncode, (done.stderr.strip().splitlines() or [""])[-1]
 
 

@@ -42,8 +42,19 @@ class ChannelsLastClassifier(Classifier):
         return images.contiguous(memory_format=torch.channels_last), labels
 
 
-def fit_once(x, y, classes: int, batch: int, factor: float, accelerator: str, precision: str,
-             channels_last: bool, resident: bool, epochs: int, workers: int) -> float:
+def fit_once(
+    x,
+    y,
+    classes: int,
+    batch: int,
+    factor: float,
+    accelerator: str,
+    precision: str,
+    channels_last: bool,
+    resident: bool,
+    epochs: int,
+    workers: int,
+) -> float:
     model_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf/model/small_vgg.yaml"))
     cls = ChannelsLastClassifier if channels_last else Classifier
     torch.manual_seed(0)
@@ -55,12 +66,29 @@ def fit_once(x, y, classes: int, batch: int, factor: float, accelerator: str, pr
         data = TensorDataset(to_tensor(x).to(device), torch.as_tensor(y).to(device))
         loader = DataLoader(data, batch_size=batch, shuffle=True)
     else:
-        loader = DataLoader(ImageArrayDataset(x, y), batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate_images,
-                            pin_memory=accelerator == "gpu", persistent_workers=workers > 0)
+        loader = DataLoader(
+            ImageArrayDataset(x, y),
+            batch_size=batch,
+            shuffle=True,
+            num_workers=workers,
+            collate_fn=collate_images,
+            pin_memory=accelerator == "gpu",
+            persistent_workers=workers > 0,
+        )
     timer = EpochTimer()
-    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_epochs=epochs, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
     trainer.fit(module, loader)
     return statistics.median(timer.times[1:])
 
@@ -83,8 +111,17 @@ def main() -> None:
     settings = [("32-true", False)] if args.accelerator == "cpu" else [("32-true", False), ("bf16-mixed", True)]
     device = torch.cuda.get_device_name(0) if args.accelerator == "gpu" else f"CPU x{torch.get_num_threads()} threads"
     table = Table(title=f"training throughput on {device}, torch {torch.__version__}, Lightning {L.__version__}")
-    for column in ("workload", "batch", "precision", "channels_last", "input", "epoch s", "images/s", "vs fp32 same input",
-                   "resident vs loader"):
+    for column in (
+        "workload",
+        "batch",
+        "precision",
+        "channels_last",
+        "input",
+        "epoch s",
+        "images/s",
+        "vs fp32 same input",
+        "resident vs loader",
+    ):
         table.add_column(column)
     for name, (classes, per_class, batch, factor) in workloads.items():
         x, y = make_split("shapes", classes, per_class, [0, 0, 0], params)
@@ -93,16 +130,35 @@ def main() -> None:
         for precision, channels_last in settings:
             for resident in (False, True):
                 workers = 0 if args.accelerator == "cpu" else args.workers
-                seconds = fit_once(x, y, len(classes), batch, factor, args.accelerator, precision, channels_last,
-                                   resident, args.epochs, workers)
+                seconds = fit_once(
+                    x,
+                    y,
+                    len(classes),
+                    batch,
+                    factor,
+                    args.accelerator,
+                    precision,
+                    channels_last,
+                    resident,
+                    args.epochs,
+                    workers,
+                )
                 rate = len(y) / seconds
                 key = "resident" if resident else f"loader ({workers} workers)"
                 baseline.setdefault(key, rate)
                 if not resident:
                     loader_rate[(precision, channels_last)] = rate
-                table.add_row(name, str(batch), precision, str(channels_last), key, f"{seconds:.2f}", f"{rate:,.0f}",
-                              f"{rate / baseline[key]:.2f}x",
-                              f"{rate / loader_rate[(precision, channels_last)]:.2f}x" if resident else "")
+                table.add_row(
+                    name,
+                    str(batch),
+                    precision,
+                    str(channels_last),
+                    key,
+                    f"{seconds:.2f}",
+                    f"{rate:,.0f}",
+                    f"{rate / baseline[key]:.2f}x",
+                    f"{rate / loader_rate[(precision, channels_last)]:.2f}x" if resident else "",
+                )
     Console(width=160).print(table)
 
 

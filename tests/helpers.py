@@ -23,21 +23,44 @@ BIN = Path(sys.executable).parent
 # (scikit-learn's digits) as its different targets, so real images flow through every stage offline.
 TINY_PARAMS = {
     "experiment.name": "builtin_digits",
-    "data.source_train_per_class": 24, "data.small_train_per_class": 6, "data.large_train_per_class": 12,
-    "data.val_per_class": 4, "data.test_per_class": 6, "augment.copies": 1,
-    "pretrain.epochs": 2, "pretrain.batch_size": 32,
-    "seeds": [0, 1], "finetune.steps": 6, "finetune.epochs": 3, "finetune.batch_size": 16,
-    "evaluate.batch_size": 64, "advise.max_images": 64, "cut_sweep.cut_at": ["stem", "stage2"],
+    "data.source_train_per_class": 24,
+    "data.small_train_per_class": 6,
+    "data.large_train_per_class": 12,
+    "data.val_per_class": 4,
+    "data.test_per_class": 6,
+    "augment.copies": 1,
+    "pretrain.epochs": 2,
+    "pretrain.batch_size": 32,
+    "seeds": [0, 1],
+    "finetune.steps": 6,
+    "finetune.epochs": 3,
+    "finetune.batch_size": 16,
+    "evaluate.batch_size": 64,
+    "advise.max_images": 64,
+    "cut_sweep.cut_at": ["stem", "stage2"],
 }
 EXPERIMENT = "transferlab-" + TINY_PARAMS["experiment.name"]  # MLflow experiment; registry names add -<quadrant>
-STAGES = {"download", "augment", "pretrain", "cut_sweep", "evaluate", "advise", "report",
-          *(f"finetune@{r}" for r in ("freeze_all", "truncate_freeze", "finetune_all", "scratch"))}
+STAGES = {
+    "download",
+    "augment",
+    "pretrain",
+    "cut_sweep",
+    "evaluate",
+    "advise",
+    "report",
+    *(f"finetune@{r}" for r in ("freeze_all", "truncate_freeze", "finetune_all", "scratch")),
+}
 
 
 def tracked_files() -> list[str]:
     """Files of the project as git sees them (tracked or untracked-not-ignored)."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\n")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
     return [f for f in listed if f and (REPO / f).is_file()]
 
 
@@ -51,8 +74,10 @@ def set_params(project: Path, params: dict) -> None:
 
 
 def git_commit(project: Path, message: str) -> None:
-    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message,
-                                       "--allow-empty"]):
+    for cmd in (
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, "--allow-empty"],
+    ):
         subprocess.run(cmd, cwd=project, check=True, env=project_env(), capture_output=True)
 
 
@@ -93,8 +118,10 @@ def clone_project(template: Path, dest: Path) -> Path:
             for table in tables:
                 for column in store.execute(f"PRAGMA table_info('{table}')").fetchall():
                     if column[2].upper().startswith(("VARCHAR", "TEXT")):
-                        store.execute(f"UPDATE '{table}' SET \"{column[1]}\" = replace(\"{column[1]}\", ?, ?)",
-                                      (str(template), str(dest)))
+                        store.execute(
+                            f'UPDATE \'{table}\' SET "{column[1]}" = replace("{column[1]}", ?, ?)',
+                            (str(template), str(dest)),
+                        )
     return dest
 
 
@@ -113,8 +140,9 @@ def run(project: Path, *args: str, check: bool = True, timeout: float = 600, **e
         cmd[0] = str(BIN / "dvc")
     done = subprocess.run(cmd, cwd=project, env=project_env(**env), capture_output=True, text=True, timeout=timeout)
     if check:
-        assert done.returncode == 0, f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n" \
-                                     f"{done.stderr[-3000:]}"
+        assert done.returncode == 0, (
+            f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return done
 
 
@@ -150,8 +178,9 @@ def serving(cmd: list[str], cwd: Path, port: int, log_path: Path):
     """Run an MLflow server command, poll /health until it answers (~20 s here), stop it afterwards."""
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log:
-        server = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=project_env(),
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=project_env(), start_new_session=True
+        )
         try:
             deadline = time.time() + 180
             while True:
@@ -187,3 +216,42 @@ def tree_digest(project: Path, folders: tuple[str, ...]) -> dict[str, str]:
             if path.is_file():
                 digest[str(path.relative_to(project))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digest
+
+
+def unprivileged(cmd: list[str]) -> list[str]:
+    """``cmd`` run so that file permissions apply to it. Root writes to read-only folders because it holds
+    CAP_DAC_OVERRIDE (CI runs as root), so as root the command runs without that capability (util-linux's
+    setpriv drops it from the bounding set); as anyone else, unchanged."""
+    if os.geteuid() != 0:
+        return cmd
+    return ["setpriv", "--bounding-set", "-dac_override", *cmd]
+
+
+def card_json(classes: list[str], train_per_class: dict[str, int] | None = None) -> str:
+    """A valid data/raw/<dataset>/card.json for tests that fake the download stage's outputs."""
+    from transferlab.core.artifacts import DatasetCard
+
+    train = train_per_class if train_per_class is not None else dict.fromkeys(classes, 5)
+    counts = {"train": train, "val": dict.fromkeys(classes, 2), "test": dict.fromkeys(classes, 2)}
+    card = DatasetCard(
+        name="fake",
+        classes=classes,
+        image_size=32,
+        counts={s: sum(c.values()) for s, c in counts.items()},
+        counts_per_class=counts,
+        sha256={},
+        source={"dataset": "fake"},
+        resize="none",
+        seed=0,
+        on_bad_image="fail",
+        left_out=0,
+        ignored_files=0,
+    )
+    return json.dumps(card.as_json())
+
+
+def pretrain_meta_json(stages: list[str]) -> str:
+    """A valid models/pretrain/meta.json naming ``stages``."""
+    from transferlab.core.artifacts import PretrainMeta
+
+    return json.dumps(PretrainMeta(model={"name": "fake"}, source="pipeline", stages=stages, image_size=32).as_json())

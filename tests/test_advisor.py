@@ -10,12 +10,11 @@ import shutil
 
 import numpy as np
 import pytest
+from test_bad_inputs import run_stage_here
 
+from helpers import card_json, copy_project, pretrain_meta_json, tree_digest
 from transferlab.analysis.advice import check, recommend, spearman
 from transferlab.analysis.transferability import LogME, proxy_a_distance
-
-from helpers import copy_project, tree_digest
-from test_bad_inputs import run_stage_here
 
 
 def log_evidence(features: np.ndarray, target: np.ndarray, alpha: float, beta: float) -> float:
@@ -87,42 +86,82 @@ def test_proxy_a_distance_is_near_0_for_one_distribution_and_near_2_for_separabl
 STAGES = ["stem", "stage1", "stage2", "stage3"]
 
 
-@pytest.mark.parametrize("per_class,logme,random,regime,cut", [
-    (30, [0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5], "scratch", None),
-    (30, [0.1, 0.2, 0.3, 0.4], [0.0, 0.1, 0.1, 0.1], "freeze_all", None),
-    (30, [0.1, 0.5, 0.3, 0.2], [0.0, 0.1, 0.1, 0.1], "truncate_freeze", "stage1"),
-    (100, [0.1, 0.5, 0.3, 0.2], [0.0, 0.1, 0.1, 0.1], "truncate_freeze", "stage1"),
-    (101, [0.1, 0.5, 0.3, 0.2], [0.0, 0.1, 0.1, 0.1], "finetune_all", None),
-    (5000, [0.1, 0.2, 0.3, 0.4], [0.9, 0.1, 0.1, 0.1], "scratch", None),
-])
+@pytest.mark.parametrize(
+    "per_class,logme,random,regime,cut",
+    [
+        (30, [0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5], "scratch", None),
+        (30, [0.1, 0.2, 0.3, 0.4], [0.0, 0.1, 0.1, 0.1], "freeze_all", None),
+        (30, [0.1, 0.5, 0.3, 0.2], [0.0, 0.1, 0.1, 0.1], "truncate_freeze", "stage1"),
+        (100, [0.1, 0.5, 0.3, 0.2], [0.0, 0.1, 0.1, 0.1], "truncate_freeze", "stage1"),
+        (101, [0.1, 0.5, 0.3, 0.2], [0.0, 0.1, 0.1, 0.1], "finetune_all", None),
+        (5000, [0.1, 0.2, 0.3, 0.4], [0.9, 0.1, 0.1, 0.1], "scratch", None),
+    ],
+)
 def test_the_rule_on_synthetic_score_tables(per_class, logme, random, regime, cut):
     """Catches: a rule that does not follow its stated order (scratch when pretrained features are no
     better than random ones, then the size threshold inclusive at small_per_class, then the best stage)."""
     rule = recommend(per_class, STAGES, dict(zip(STAGES, logme)), dict(zip(STAGES, random)), small_per_class=100)
-    assert (rule["regime"], rule["cut_at"]) == (regime, cut)
-    assert rule["reason"] and "\n" not in rule["reason"]
+    assert (rule.regime, rule.cut_at) == (regime, cut)
+    assert rule.reason and "\n" not in rule.reason
 
 
-def comparison_entry(means: dict[str, float], std: float = 0.02) -> dict:
-    winner = max(means, key=means.get)
-    return {"verdict": {"winner": winner}, "regimes": {r: {"val": {"mean": m, "std": std}} for r, m in means.items()}}
+def comparison_entry(means: dict[str, float], std: float = 0.02):
+    from transferlab.analysis.verdict import quadrant_verdict
+    from transferlab.core.artifacts import QuadrantComparison, RegimeSummary, Stats
+
+    def summary(mean: float) -> RegimeSummary:
+        stats = Stats(mean=mean, std=std, n=3)
+        return RegimeSummary(
+            seeds=[0, 1, 2],
+            val_acc=[mean] * 3,
+            val=stats,
+            test={"acc": stats, "macro_f1": stats},
+            test_acc=[mean] * 3,
+            chosen_seed=0,
+        )
+
+    regimes = {r: summary(m) for r, m in means.items()}
+    return QuadrantComparison(regimes=regimes, verdict=quadrant_verdict("small_similar", regimes))
+
+
+def stats_of(mean: float):
+    from transferlab.core.artifacts import Stats
+
+    return Stats(mean=mean, std=0.0, n=1)
 
 
 def test_the_check_scores_winner_within_one_std_and_rank_correlation():
     """Catches: 'within one std' measured against the wrong regime's spread, a gap of the wrong sign, or
     a rank correlation over the wrong stages."""
-    advice = {"recommendation": {"regime": "freeze_all"},
-              "stages": {s: {"logme": v} for s, v in zip(STAGES, [0.1, 0.2, 0.3, 0.4])}}
+    from transferlab.core.artifacts import Advice
+
+    advice = Advice.model_validate(
+        {
+            "dataset": "small_similar",
+            "classes": 2,
+            "images_per_class": 5.0,
+            "images_scored": 10,
+            "recommendation": {"regime": "freeze_all", "cut_at": None, "reason": "r"},
+            "course_note": "freeze_all",
+            "stages": {s: {"logme": v, "logme_random": 0.0, "pad": 0.0} for s, v in zip(STAGES, [0.1, 0.2, 0.3, 0.4])},
+        }
+    )
     near = check(advice, comparison_entry({"freeze_all": 0.70, "finetune_all": 0.71}), None)
-    assert near == {"pick": "freeze_all", "winner": "finetune_all", "is_winner": False, "gap_val": pytest.approx(0.01),
-                    "within_one_std": True}
+    assert near == {
+        "pick": "freeze_all",
+        "winner": "finetune_all",
+        "is_winner": False,
+        "gap_val": pytest.approx(0.01),
+        "within_one_std": True,
+    }
     far = check(advice, comparison_entry({"freeze_all": 0.60, "finetune_all": 0.71}), None)
     assert far["within_one_std"] is False and far["gap_val"] == pytest.approx(0.11)
-    sweep = {s: {"val": {"mean": m}} for s, m in zip(STAGES, [0.3, 0.4, 0.5, 0.6])}
+    sweep = {s: {"val": stats_of(m)} for s, m in zip(STAGES, [0.3, 0.4, 0.5, 0.6])}
     assert check(advice, comparison_entry({"freeze_all": 0.7}), sweep)["spearman_cut_sweep"] == pytest.approx(1.0)
-    reversed_sweep = {s: {"val": {"mean": m}} for s, m in zip(STAGES, [0.6, 0.5, 0.4, 0.3])}
-    assert check(advice, comparison_entry({"freeze_all": 0.7}), reversed_sweep)["spearman_cut_sweep"] == \
-        pytest.approx(-1.0)
+    reversed_sweep = {s: {"val": stats_of(m)} for s, m in zip(STAGES, [0.6, 0.5, 0.4, 0.3])}
+    assert check(advice, comparison_entry({"freeze_all": 0.7}), reversed_sweep)["spearman_cut_sweep"] == pytest.approx(
+        -1.0
+    )
     assert spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None
 
 
@@ -132,29 +171,33 @@ def advisable(tmp_path):
     project = copy_project(tmp_path / "project")
     (project / "models/pretrain").mkdir(parents=True)
     (project / "models/pretrain/backbone.pt").write_bytes(b"weights")
-    (project / "models/pretrain/meta.json").write_text(json.dumps({"stages": STAGES}))
+    (project / "models/pretrain/meta.json").write_text(pretrain_meta_json(STAGES))
     for dataset in ("source", "small_similar", "small_different", "large_similar", "large_different"):
         (project / "data/raw" / dataset).mkdir(parents=True)
-        card = {"classes": ["a", "b"], "counts_per_class": {"train": {"a": 5, "b": 5}}}
-        (project / "data/raw" / dataset / "card.json").write_text(json.dumps(card))
+        (project / "data/raw" / dataset / "card.json").write_text(card_json(["a", "b"]))
     return project
 
 
-@pytest.mark.parametrize("card,meta,words", [
-    ({"classes": ["ants"], "counts_per_class": {"train": {"ants": 124}}}, None,
-     "1 class(es) ['ants']: the advisor needs at least 2 classes"),
-    ({"classes": ["ants", "bees", "wasps"], "counts_per_class": {"train": {"ants": 1, "bees": 1}}}, None,
-     "too few training images for the advisor in {'ants': 1, 'bees': 1, 'wasps': 0}"),
-    (None, {"stages": []}, "the pretrained model names no stages"),
-    (None, {"classes": 3}, "the pretrained model names no stages (stages=None)"),
-])
+@pytest.mark.parametrize(
+    "card,meta,words",
+    [
+        (card_json(["ants"], {"ants": 124}), None, "1 class(es) ['ants']: the advisor needs at least 2 classes"),
+        (
+            card_json(["ants", "bees", "wasps"], {"ants": 1, "bees": 1}),
+            None,
+            "too few training images for the advisor in {'ants': 1, 'bees': 1, 'wasps': 0}",
+        ),
+        (None, pretrain_meta_json([]), "the pretrained model names no stages"),
+        (None, json.dumps({"classes": 3}), "meta.json is not a PretrainMeta ('model': Field required)"),
+    ],
+)
 def test_advise_bad_input_is_one_line_before_any_work(advisable, monkeypatch, card, meta, words):
     """Catches: a dataset with one class, fewer images than classes, or a model without named stages
     reaching the forward pass (or MLflow) instead of stopping with one line."""
     if card is not None:
-        (advisable / "data/raw/small_different/card.json").write_text(json.dumps(card))
+        (advisable / "data/raw/small_different/card.json").write_text(card)
     if meta is not None:
-        (advisable / "models/pretrain/meta.json").write_text(json.dumps(meta))
+        (advisable / "models/pretrain/meta.json").write_text(meta)
     before = tree_digest(advisable, ("data", "models", "reports"))
     argv = ["dataset=small_different"] if card is not None else []
     code, stderr = run_stage_here(advisable, "advise", argv, monkeypatch)

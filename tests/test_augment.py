@@ -51,12 +51,18 @@ def test_seeded_copies_are_reproducible_and_augmented(repo, tmp_path):
     assert not np.array_equal(a[6:12], x) and not np.array_equal(a[6:12], a[12:])
 
 
-@pytest.mark.parametrize("entry,message", [
-    ({"_target_": "albumentations.NoSuchTransform"}, "is not an albumentations transform"),
-    ({"_target_": "os.system"}, "is not an albumentations transform"),
-    ({"_target_": "albumentations.HorizontalFlip", "prob": 0.5}, "HorizontalFlip has no argument 'prob' (allowed: p)"),
-    ({"_target_": "albumentations.Affine", "rotation": 5}, "Affine has no argument 'rotation'"),
-])
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ({"_target_": "albumentations.NoSuchTransform"}, "is not an albumentations transform"),
+        ({"_target_": "os.system"}, "is not an albumentations transform"),
+        (
+            {"_target_": "albumentations.HorizontalFlip", "prob": 0.5},
+            "HorizontalFlip has no argument 'prob' (allowed: p)",
+        ),
+        ({"_target_": "albumentations.Affine", "rotation": 5}, "Affine has no argument 'rotation'"),
+    ],
+)
 def test_bad_transform_is_one_clear_error(entry, message):
     """Catches: a typo albumentations would only warn about and then ignore (`prob` for `p`)."""
     with pytest.raises(ConfigError) as err:
@@ -108,10 +114,15 @@ def test_train_per_class_keeps_the_same_originals_in_every_augmented_copy(tmp_pa
     x = np.zeros((originals * 3, 2, 2, 3), dtype=np.uint8)
     x[:, 0, 0, 0] = np.tile(np.arange(originals), 3)  # pixel = index of the original image
     save_split(tmp_path / "aug/source", "train", x, np.tile(y, 3))
-    write_json(tmp_path / "aug/source/meta.json", {"copies": 2, "originals": originals, "pipeline": "none"})
+    write_json(
+        tmp_path / "aug/source/meta.json",
+        {"classes": ["a", "b"], "copies": 2, "originals": originals, "pipeline": "none"},
+    )
     (tmp_path / "aug/source/pipeline.yaml").write_text("name: none\ntransforms: []\n")
     save_split(tmp_path / "raw/source", "val", x[:2], y[:2])
-    cfg = OmegaConf.create({"seed": 0, "paths": {"raw": "raw", "augmented": "aug"}})
+    cfg = OmegaConf.create(
+        {"seed": 0, "paths": {"raw": "raw", "augmented": "aug", "downloads": "dl", "models": "m", "reports": "r"}}
+    )
     train, _ = training_sets(cfg, "source", materialised=True, train_per_class=2)
     kept = sorted(int(train.images[i][0, 0, 0]) for i in range(len(train)))
     assert kept == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]  # first 2 of each class, original + 2 copies

@@ -11,8 +11,10 @@ output folder) and run the stage command as a subprocess.
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,39 +33,88 @@ def edit(path: str, old: str, new: str):
         text = target.read_text()
         assert old in text, f"{old!r} not in {path}"
         target.write_text(text.replace(old, new, 1))
+
     return apply
 
 
 # (stage, arguments, file edit or None, words the one-line error must contain)
 CASES = [
-    ("finetune", ["regime=scratch"], edit("params.yaml", "  val_per_class: 50", "  val_per_clas: 50"),
-     "unknown key 'data.val_per_clas' in params.yaml (allowed: image_size,"),
-    ("finetune", ["regime=scratch"], edit("params.yaml", "  promote_margin: 0.0", "  promote_margn: 0.0"),
-     "unknown key 'evaluate.promote_margn'"),
-    ("finetune", ["regime=scratch"], edit("params.yaml", "  quadrants: [small_similar", "  quadrant: [small_similar"),
-     "unknown key 'cut_sweep.quadrant'"),
-    ("finetune", ["regime=scratch"], edit("params.yaml", "  batch_size: 64", "  batch_size: [64"),
-     "params.yaml is not valid YAML at line"),
-    ("finetune", ["regime=scratch"], edit("params.yaml", "  truncate_freeze: {lr: 0.02,",
-                                          "  truncate_freeze: {init: random, lr: 0.02,"),
-     "regime.truncate_freeze.init is set in both params.yaml and conf/regime/truncate_freeze.yaml"),
-    ("finetune", ["regime=scratch"], edit("conf/regime/scratch.yaml", "head_dropout: 0.0", "head_dropuot: 0.0"),
-     "unknown key 'head_dropuot' in regime.scratch"),
-    ("finetune", ["regime=scratch"], edit("conf/trainer/cpu.yaml", "devices: 1", "device: 1"),
-     "unknown key 'device' in trainer cpu"),
-    ("finetune", ["regime=scratch"], edit("conf/model/small_resnet.yaml", "widths:", "width:"),
-     "unknown key 'width' in model small_resnet"),
-    ("finetune", ["regime=scratch", "trainer.max_epoch=1"], None, "unknown key 'trainer.max_epoch' (allowed in trainer:"),
+    (
+        "finetune",
+        ["regime=scratch"],
+        edit("params.yaml", "  val_per_class: 50", "  val_per_clas: 50"),
+        "unknown key 'data.val_per_clas' in params.yaml (allowed: image_size,",
+    ),
+    (
+        "finetune",
+        ["regime=scratch"],
+        edit("params.yaml", "  promote_margin: 0.0", "  promote_margn: 0.0"),
+        "unknown key 'evaluate.promote_margn'",
+    ),
+    (
+        "finetune",
+        ["regime=scratch"],
+        edit("params.yaml", "  quadrants: [small_similar", "  quadrant: [small_similar"),
+        "unknown key 'cut_sweep.quadrant'",
+    ),
+    (
+        "finetune",
+        ["regime=scratch"],
+        edit("params.yaml", "  batch_size: 64", "  batch_size: [64"),
+        "params.yaml is not valid YAML at line",
+    ),
+    (
+        "finetune",
+        ["regime=scratch"],
+        edit("params.yaml", "  truncate_freeze: {lr: 0.02,", "  truncate_freeze: {init: random, lr: 0.02,"),
+        "regime.truncate_freeze.init is set in both params.yaml and conf/regime/truncate_freeze.yaml",
+    ),
+    (
+        "finetune",
+        ["regime=scratch"],
+        edit("conf/regime/scratch.yaml", "head_dropout: 0.0", "head_dropuot: 0.0"),
+        "unknown key 'head_dropuot' in regime.scratch",
+    ),
+    (
+        "finetune",
+        ["regime=scratch"],
+        edit("conf/trainer/cpu.yaml", "devices: 1", "device: 1"),
+        "unknown key 'device' in trainer cpu",
+    ),
+    (
+        "finetune",
+        ["regime=scratch"],
+        edit("conf/model/small_resnet.yaml", "widths:", "width:"),
+        "unknown key 'width' in model small_resnet",
+    ),
+    (
+        "finetune",
+        ["regime=scratch", "trainer.max_epoch=1"],
+        None,
+        "unknown key 'trainer.max_epoch' (allowed in trainer:",
+    ),
     ("finetune", ["regime=scratch", "model.widthz=[1]"], None, "unknown key 'model.widthz' (allowed in model:"),
     ("finetune", ["regime=scratch", "quadrant=small_similar"], None, "unknown key 'quadrant'"),
-    ("finetune", ["regime=scratch", "regime.finetune_all.head_epochs=abc"], None,
-     "'regime.finetune_all.head_epochs': Value 'abc' of type 'str' could not be converted to Integer"),
+    (
+        "finetune",
+        ["regime=scratch", "regime.finetune_all.head_epochs=abc"],
+        None,
+        "'regime.finetune_all.head_epochs': Value 'abc' of type 'str' could not be converted to Integer",
+    ),
     ("finetune", ["regime=scratch", "regime.freeze_all.foo=1"], None, "unknown key 'foo' in regime.freeze_all"),
     ("finetune", ["regime=magic"], None, "unknown regime 'magic' (allowed: freeze_all, truncate_freeze,"),
-    ("finetune", ["regime=scratch", "trainer=ddp", "trainer.cell_processes=2"], None,
-     "trainer ddp: cell_processes=2 is not allowed (allowed: 1, since this trainer is not single-node CPU"),
-    ("finetune", ["regime=scratch", "trainer.cell_processes=0"], None,
-     "trainer cpu: cell_processes=0 is not allowed (allowed: 1 or more)"),
+    (
+        "finetune",
+        ["regime=scratch", "trainer=ddp", "trainer.cell_processes=2"],
+        None,
+        "trainer ddp: cell_processes=2 is not allowed (allowed: 1, since this trainer is not single-node CPU",
+    ),
+    (
+        "finetune",
+        ["regime=scratch", "trainer.cell_processes=0"],
+        None,
+        "trainer cpu: cell_processes=0 is not allowed (allowed: 1 or more)",
+    ),
     ("finetune", [], None, "stage finetune needs regime=<name> (allowed: freeze_all,"),
     ("finetune", ["regime=scratch", "model=vit"], None, "unknown model 'vit' (allowed:"),
     ("finetune", ["regime=scratch", "experiment=imagenet"], None, "unknown experiment 'imagenet' (allowed: builtin,"),
@@ -88,10 +139,19 @@ CASES = [
     ("finetune", ["regime=scratch", "finetune.train_per_class=0"], None, "finetune.train_per_class=0 is not allowed"),
     ("finetune", ["regime=scratch", "regime.scratch.lr=-1"], None, "regime.scratch.lr=-1.0 is not allowed"),
     ("finetune", ["regime=scratch", "regime.freeze_all.head_dropout=1.5"], None, "regime.freeze_all.head_dropout=1.5"),
-    ("finetune", ["regime=scratch", "regime.finetune_all.cache_features=true"], None,
-     "only a frozen backbone (freeze_backbone: true) has features to cache"),
-    ("finetune", ["regime=scratch", "regime.truncate_freeze.cut_at=stage9"], None,
-     "regime.truncate_freeze.cut_at='stage9' is not a stage of model small_resnet (allowed: stem, stage1, stage2, stage3)"),
+    (
+        "finetune",
+        ["regime=scratch", "regime.finetune_all.cache_features=true"],
+        None,
+        "only a frozen backbone (freeze_backbone: true) has features to cache",
+    ),
+    (
+        "finetune",
+        ["regime=scratch", "regime.truncate_freeze.cut_at=stage9"],
+        None,
+        "regime.truncate_freeze.cut_at='stage9' is not a stage of model small_resnet "
+        "(allowed: stem, stage1, stage2, stage3)",
+    ),
     ("finetune", ["regime=scratch", "cut_sweep.cut_at=[nowhere]"], None, "cut_sweep.cut_at='nowhere' is not a stage"),
     ("finetune", ["regime=scratch", "cut_sweep.quadrants=[medium]"], None, "cut_sweep.quadrants=['medium']"),
     ("finetune", ["regime=scratch", "evaluate.promote_margin=2"], None, "evaluate.promote_margin=2.0 is not allowed"),
@@ -103,18 +163,40 @@ CASES = [
     ("finetune", ["regime=scratch", "~data.image_size"], None, "is not supported (use plain key=value)"),
     ("finetune", ["regime=scratch", "data.image_size=32,64"], None, "is a sweep; sweep with `dvc exp run --queue -S`"),
     ("pretrain", ["model=small_vgg"], None, "regime.truncate_freeze.cut_at='stage2' is not a stage of model small_vgg"),
-    ("augment", [], edit("conf/augment/default.yaml", "  - _target_: albumentations.HorizontalFlip\n    p: 0.5",
-                         "  - _target_: albumentations.HorizontalFlip\n    prob: 0.5"),
-     "HorizontalFlip has no argument 'prob' (allowed: p)"),
-    ("augment", [], edit("conf/augment/default.yaml", "albumentations.GaussNoise", "albumentations.GaussianNoize"),
-     "_target_='albumentations.GaussianNoize' is not an albumentations transform"),
-    ("augment", [], edit("conf/dataset/shapes.yaml", "augment: default", "augment: fancy"),
-     "unknown augment 'fancy' (allowed: default, no_flip, none)"),
-    ("download", [], edit("conf/experiment/builtin.yaml", "size: small, classes: [ellipse",
-                          "size: medium, classes: [ellipse"),
-     "experiment.targets.small_similar.size='medium' is not allowed (allowed: small, large)"),
-    ("download", [], edit("conf/experiment/builtin.yaml", "classes: [circle, square,", "classes: [blob, square,"),
-     "unknown classes ['blob'] for dataset shapes"),
+    (
+        "augment",
+        [],
+        edit(
+            "conf/augment/default.yaml",
+            "  - _target_: albumentations.HorizontalFlip\n    p: 0.5",
+            "  - _target_: albumentations.HorizontalFlip\n    prob: 0.5",
+        ),
+        "HorizontalFlip has no argument 'prob' (allowed: p)",
+    ),
+    (
+        "augment",
+        [],
+        edit("conf/augment/default.yaml", "albumentations.GaussNoise", "albumentations.GaussianNoize"),
+        "_target_='albumentations.GaussianNoize' is not an albumentations transform",
+    ),
+    (
+        "augment",
+        [],
+        edit("conf/dataset/shapes.yaml", "augment: default", "augment: fancy"),
+        "unknown augment 'fancy' (allowed: default, no_flip, none)",
+    ),
+    (
+        "download",
+        [],
+        edit("conf/experiment/builtin.yaml", "size: small, classes: [ellipse", "size: medium, classes: [ellipse"),
+        "experiment.targets.small_similar.size='medium' is not allowed (allowed: small, large)",
+    ),
+    (
+        "download",
+        [],
+        edit("conf/experiment/builtin.yaml", "classes: [circle, square,", "classes: [blob, square,"),
+        "unknown classes ['blob'] for dataset shapes",
+    ),
     ("download", ["data.source_train_per_class=100000000"], None, "would need"),
 ]
 
@@ -145,8 +227,13 @@ def run_stage_here(project: Path, stage: str, argv: list[str], monkeypatch) -> t
 def written(tmp_path_factory) -> Path:
     """A project with outputs already in place (fake files: a bad value must stop before reading them)."""
     project = copy_project(tmp_path_factory.mktemp("bad") / "project")
-    for folder in ("data/raw/source", "data/augmented/source", "models/pretrain", "models/finetune/scratch",
-                   "reports/evaluate"):
+    for folder in (
+        "data/raw/source",
+        "data/augmented/source",
+        "models/pretrain",
+        "models/finetune/scratch",
+        "reports/evaluate",
+    ):
         (project / folder).mkdir(parents=True, exist_ok=True)
         (project / folder / "written.txt").write_text(f"{folder} was here\n")
     return project
@@ -158,8 +245,9 @@ def test_there_are_at_least_forty_cases():
 
 
 @pytest.mark.parametrize("stage,argv,change,words", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_bad_input_exits_2_with_one_line_and_changes_nothing(written, tmp_path, monkeypatch, stage, argv, change,
-                                                              words):
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(
+    written, tmp_path, monkeypatch, stage, argv, change, words
+):
     """Catches: a bad value ignored or accepted, a traceback instead of one line, an error only after work,
     and any output changed by a run that failed."""
     project = tmp_path / "project"
@@ -176,12 +264,23 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(written, tmp_path, 
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("stage,argv,damage,words", [
-    ("finetune", ["regime=finetune_all"], lambda p: (p / "models/pretrain/backbone.pt").write_bytes(b"\x80\x02trunc"),
-     "backbone.pt cannot be loaded"),
-    ("cut_sweep", [], lambda p: (p / "data/augmented/small_similar/x_train.npy").write_bytes(b"\x93NUMPY"),
-     "arrays cannot be read"),
-])
+@pytest.mark.parametrize(
+    "stage,argv,damage,words",
+    [
+        (
+            "finetune",
+            ["regime=finetune_all"],
+            lambda p: (p / "models/pretrain/backbone.pt").write_bytes(b"\x80\x02trunc"),
+            "backbone.pt cannot be loaded",
+        ),
+        (
+            "cut_sweep",
+            [],
+            lambda p: (p / "data/augmented/small_similar/x_train.npy").write_bytes(b"\x93NUMPY"),
+            "arrays cannot be read",
+        ),
+    ],
+)
 def test_broken_inputs_are_one_line_from_the_real_command(prepared_copy, stage, argv, damage, words):
     """Catches: tracebacks for truncated files, from the real command (its exit code and stderr)."""
     damage(prepared_copy)
@@ -193,11 +292,17 @@ def test_broken_inputs_are_one_line_from_the_real_command(prepared_copy, stage, 
     assert tree_digest(prepared_copy, ("data", "models")) == before
 
 
-@pytest.mark.parametrize("damage,words", [
-    (lambda p: (p / "models/pretrain/meta.json").unlink(), "meta.json not found: run `dvc repro pretrain` first"),
-    (lambda p: (p / "data/augmented/large_similar/meta.json").write_text("{oops"), "meta.json is not valid JSON"),
-    (lambda p: (p / "models/pretrain/backbone.pt").unlink(), "backbone.pt not found: run `dvc repro pretrain` first"),
-])
+@pytest.mark.parametrize(
+    "damage,words",
+    [
+        (lambda p: (p / "models/pretrain/meta.json").unlink(), "meta.json not found: run `dvc repro pretrain` first"),
+        (lambda p: (p / "data/augmented/large_similar/meta.json").write_text("{oops"), "meta.json is not valid JSON"),
+        (
+            lambda p: (p / "models/pretrain/backbone.pt").unlink(),
+            "backbone.pt not found: run `dvc repro pretrain` first",
+        ),
+    ],
+)
 def test_missing_or_broken_inputs_stop_before_any_work(written, tmp_path, monkeypatch, damage, words):
     """Catches: a missing or unreadable input found only after minutes of training (the pre-flight reads
     every input's card and meta file before importing torch)."""
@@ -215,17 +320,24 @@ def test_missing_or_broken_inputs_stop_before_any_work(written, tmp_path, monkey
     assert "torch" not in stderr
 
 
-def test_a_read_only_output_folder_is_one_line(written, tmp_path, monkeypatch):
-    """Catches: a permission error deep inside training (or after it) instead of at the start."""
-    import os
+def test_a_read_only_output_folder_is_one_line(written, tmp_path):
+    """Catches: a permission error deep inside training (or after it) instead of at the start. The stage runs
+    so that the folder's permissions apply to it (as root, without CAP_DAC_OVERRIDE: root writes anywhere)."""
+    from helpers import unprivileged
 
-    if os.geteuid() == 0:
-        pytest.skip("root writes to read-only folders")
     project = tmp_path / "project"
     shutil.copytree(written, project, symlinks=True, ignore=NOT_READ)
-    (project / "data").chmod(0o500)
+    (project / "data").chmod(0o555)
     try:
-        code, stderr = run_stage_here(project, "download", [], monkeypatch)
+        done = subprocess.run(
+            unprivileged([sys.executable, "-m", "transferlab.download"]),
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        )
     finally:
         (project / "data").chmod(0o755)
-    assert code == 2 and "is not writable" in stderr
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "is not writable" in done.stderr.strip().splitlines()[-1], done.stderr[-2000:]

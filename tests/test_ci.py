@@ -49,8 +49,10 @@ def test_retraining_runs_weekly_and_by_hand_and_opens_a_pull_request():
     assert set(workflow["on"]) == {"schedule", "workflow_dispatch"} and workflow["on"]["schedule"][0]["cron"]
     job = workflow["jobs"]["retrain"]
     runs = [step.get("run", "") for step in job["steps"]]
-    order = [next(i for i, run in enumerate(runs) if needle in run)
-             for needle in ("make install", "dvc pull", "make retrain", "dvc push", "gh pr create")]
+    order = [
+        next(i for i, run in enumerate(runs) if needle in run)
+        for needle in ("make install", "dvc pull", "make retrain", "dvc push", "gh pr create")
+    ]
     assert order == sorted(order), "install, pull, retrain, push, pull request: in that order"
     assert "--body-file reports/retrain.md" in runs[order[-1]]
     assert "git add dvc.lock reports/metrics.json" in runs[order[-1]]

@@ -22,9 +22,19 @@ def test_composes_conf_groups_with_params_on_top(repo):
 
 def test_command_line_overrides_params_and_conf_values(repo):
     """Catches: command-line values applied to the wrong tree, or conf/ values that cannot be overridden."""
-    cfg = load_config("finetune", ["regime=scratch", "regime.scratch.lr=0.5", "model.widths=[8,16,32]",
-                                   "regime.finetune_all.head_epochs=2", "trainer.strategy=ddp", "trainer.cell_processes=1",
-                                   "seeds=[4]"], root=repo)
+    cfg = load_config(
+        "finetune",
+        [
+            "regime=scratch",
+            "regime.scratch.lr=0.5",
+            "model.widths=[8,16,32]",
+            "regime.finetune_all.head_epochs=2",
+            "trainer.strategy=ddp",
+            "trainer.cell_processes=1",
+            "seeds=[4]",
+        ],
+        root=repo,
+    )
     assert cfg.regime.scratch.lr == 0.5 and cfg.regime.scratch.init == "random"
     assert list(cfg.model.widths) == [8, 16, 32] and cfg.regime.finetune_all.head_epochs == 2
     assert cfg.trainer.strategy == "ddp" and list(cfg.seeds) == [4]
@@ -32,8 +42,11 @@ def test_command_line_overrides_params_and_conf_values(repo):
 
 def test_group_can_be_switched_from_the_command_line(repo):
     """Catches: `model=<name>` not switching the composed group."""
-    cfg = load_config("pretrain", ["model=small_cnn", "regime.truncate_freeze.cut_at=block2",
-                                   "cut_sweep.cut_at=[block1,block2]"], root=repo)
+    cfg = load_config(
+        "pretrain",
+        ["model=small_cnn", "regime.truncate_freeze.cut_at=block2", "cut_sweep.cut_at=[block1,block2]"],
+        root=repo,
+    )
     assert cfg.model.name == "small_cnn" and cfg.model._target_.endswith("small_cnn")
 
 

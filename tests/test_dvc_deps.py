@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,67 @@ def test_the_readme_pipeline_table_names_each_stage_and_its_module(stage):
     """Catches: a README that lists stages or modules the pipeline does not have."""
     readme = (REPO / "README.md").read_text()
     assert f"`src/transferlab/{stage}.py`" in readme
+
+
+@pytest.mark.e2e
+def test_committed_results_stay_up_to_date_with_and_without_bytecode(prepared_copy):
+    """Catches: dvc.lock hashing __pycache__/ inside the code folders it depends on, so that whether a
+    machine writes bytecode decides whether the committed results count as up to date (a fresh clone
+    then showed every code dependency as modified)."""
+    import compileall
+
+    from helpers import dvc
+
+    for pycache in prepared_copy.rglob("__pycache__"):
+        shutil.rmtree(pycache)
+    assert "Data and pipelines are up to date" in dvc(prepared_copy, "status", "pretrain")
+    assert compileall.compile_dir(prepared_copy / "src", quiet=1)
+    assert list((prepared_copy / "src" / "transferlab" / "core").glob("__pycache__/*.pyc"))
+    assert "Data and pipelines are up to date" in dvc(prepared_copy, "status", "pretrain")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """transferlab module -> the transferlab modules it imports anywhere (functions too; not the imports
+    under ``if TYPE_CHECKING:``, which never run)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((SRC / "transferlab").rglob("*.py")):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        tree = ast.parse(path.read_text())
+        skipped = {
+            id(child)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for child in ast.walk(node)
+        }
+        found = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("transferlab.")}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("transferlab"):
+                found |= {
+                    f"{node.module}.{a.name}" if module_file(f"{node.module}.{a.name}") else node.module
+                    for a in node.names
+                }
+        graph[name] = {m for m in found if m != name}
+    return graph
+
+
+def test_no_two_modules_import_each_other():
+    """Catches: an import circle (training/comparison.py and training/parallel.py used to import each
+    other): a module that cannot be read, or imported, without the other."""
+    graph = import_graph()
+    circles = []
+    for start in graph:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            current, trail = stack.pop()
+            for nxt in graph.get(current, ()):
+                if nxt == start:
+                    circles.append(" -> ".join([*trail, nxt]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*trail, nxt]))
+    assert not circles, circles[:5]

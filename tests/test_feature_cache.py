@@ -10,24 +10,37 @@ from torch.utils.data import TensorDataset
 from transferlab.core.config import load_config
 from transferlab.core.errors import ConfigError
 from transferlab.data.arrays import ImageArrayDataset
-from transferlab.training.comparison import build_module
 from transferlab.training.feature_cache import pooled_features
 from transferlab.training.loaders import EpochSampler, FitData
+from transferlab.training.runner import Recipe, build_module
 
 
 def fit(module, train_set, val_set, epochs=3):
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
-                        use_distributed_sampler=False)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        use_distributed_sampler=False,
+    )
     trainer.fit(module, datamodule=FitData(train_set, val_set, batch_size=8, seed=0, steps_per_epoch=5))
-    return {**{k: float(v) for k, v in trainer.callback_metrics.items()}, "optimizer_steps": trainer.global_step,
-            "train/loss": module.history[-1]["train_loss"]}
+    return {
+        **{k: float(v) for k, v in trainer.callback_metrics.items()},
+        "optimizer_steps": trainer.global_step,
+        "train/loss": module.history[-1]["train_loss"],
+    }
 
 
-@pytest.mark.parametrize("regime,extra", [
-    ("freeze_all", "regime.freeze_all.head_dropout=0.3"),
-    ("truncate_freeze", "regime.truncate_freeze.head_hidden=16"),
-])
+@pytest.mark.parametrize(
+    "regime,extra",
+    [
+        ("freeze_all", "regime.freeze_all.head_dropout=0.3"),
+        ("truncate_freeze", "regime.truncate_freeze.head_hidden=16"),
+    ],
+)
 def test_cached_and_uncached_training_agree(repo, regime, extra):
     """Catches: a feature cache that computes something else than the frozen backbone does in training
     (train-mode BatchNorm, another cut, unpooled features), or steps a different number of times."""
@@ -38,7 +51,7 @@ def test_cached_and_uncached_training_agree(repo, regime, extra):
     results = {}
     for cached in (False, True):
         L.seed_everything(0, verbose=False)
-        module = build_module(cfg, cfg.regime[regime], 5, epochs=3)
+        module = build_module(cfg, Recipe.for_regime(cfg, regime), 5, epochs=3)
         train_set, val_set = images, val_images
         if cached:
             backbone = module.net.backbone
@@ -62,7 +75,9 @@ def test_cached_and_uncached_training_agree(repo, regime, extra):
 def test_one_forward_pass_gives_every_cut_points_features(repo):
     """Catches: the cut sweep's shared forward pass giving other features than a backbone cut at that stage."""
     cfg = load_config("finetune", ["regime=truncate_freeze"], root=repo)
-    full = build_module(cfg, cfg.regime.truncate_freeze, 5, epochs=1, cut_at="stage3").net.backbone.eval()
+    full = build_module(
+        cfg, Recipe.for_regime(cfg, "truncate_freeze", cut_at="stage3"), 5, epochs=1
+    ).net.backbone.eval()
     x = np.random.default_rng(1).integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
     features, _ = pooled_features(full, ImageArrayDataset(x, np.zeros(6, dtype=np.int64)), ["stem", "stage2"])
     truncated = full.truncated("stage2")
@@ -85,8 +100,9 @@ def test_an_epoch_of_the_sampler_depends_on_seed_and_epoch_only():
     resumed.set_epoch(2)
     assert list(resumed) == epochs[2]
     stream = [i for epoch in epochs for _, i in epoch]
-    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10)), \
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10)), (
         "every pass covers each image exactly once"
+    )
     assert all(e == epoch for epoch, items in enumerate(epochs) for e, _ in items)
     other = EpochSampler(10, seed=4, items_per_epoch=7)
     other.set_epoch(2)

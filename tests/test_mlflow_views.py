@@ -3,14 +3,11 @@ the pipeline over HTTP, and `make ui` serving the project's own store."""
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from helpers import EXPERIMENT, BIN, dvc, free_port, rest, serving, set_params
+from helpers import BIN, EXPERIMENT, dvc, free_port, rest, serving, set_params
 from transferlab.core.names import QUADRANTS
 
 pytestmark = pytest.mark.e2e
@@ -22,8 +19,9 @@ def tags_of(run: dict) -> dict[str, str]:
 
 def search(url: str, experiment: str) -> list[dict]:
     found = rest(url, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}")["experiment"]
-    return rest(url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [found["experiment_id"]],
-                                                      "max_results": 1000})["runs"]
+    return rest(url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [found["experiment_id"]], "max_results": 1000})[
+        "runs"
+    ]
 
 
 def test_a_real_mlflow_server_gets_the_pipeline_over_http(prepared_copy, tmp_path):
@@ -32,9 +30,20 @@ def test_a_real_mlflow_server_gets_the_pipeline_over_http(prepared_copy, tmp_pat
     model's id over REST; artifacts must be proxied)."""
     set_params(prepared_copy, {"regimes": ["freeze_all"], "seeds": [0], "cut_sweep.quadrants": ["small_different"]})
     port = free_port()
-    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
-           f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "server-artifacts"),
-           "--workers", "1"]
+    cmd = [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+        "--workers",
+        "1",
+    ]
     with serving(cmd, tmp_path, port, tmp_path / "server.log") as url:
         dvc(prepared_copy, "repro", MLFLOW_TRACKING_URI=url)
         runs = search(url, EXPERIMENT)
@@ -59,8 +68,9 @@ def test_make_ui_shows_the_verdict_few_params_and_linked_models(pipeline_copy, t
     hundreds of params, unnamed logged models, registry versions without their tags, summary links
     to artifacts that do not exist."""
     port = free_port()
-    with serving(["make", "-o", ".venv/.installed", "ui", f"MLFLOW_PORT={port}"], pipeline_copy, port,
-                 tmp_path / "ui.log") as url:
+    with serving(
+        ["make", "-o", ".venv/.installed", "ui", f"MLFLOW_PORT={port}"], pipeline_copy, port, tmp_path / "ui.log"
+    ) as url:
         runs = search(url, EXPERIMENT)
         parents = [r for r in runs if tags_of(r)["stage"] == "pipeline" and r["data"].get("metrics")]
         assert len(parents) == 1
@@ -74,8 +84,9 @@ def test_make_ui_shows_the_verdict_few_params_and_linked_models(pipeline_copy, t
         for link in ("figures/regime_matrix.png", "figures/cut_sweep.png", "evaluate/small_similar/confusion.png"):
             assert f"]({link})" in summary
             folder = "report/" + link.rsplit("/", 1)[0]
-            inside = {f["path"] for f in rest(url, f"/api/2.0/mlflow/artifacts/list?run_id={run_id}&path={folder}")[
-                "files"]}
+            inside = {
+                f["path"] for f in rest(url, f"/api/2.0/mlflow/artifacts/list?run_id={run_id}&path={folder}")["files"]
+            }
             assert f"report/{link}" in inside, f"the summary links to {link}, which is not an artifact"
         assert "report/figures" in listed
         for run in runs:

@@ -9,7 +9,7 @@ from transferlab.core.config import load_config
 from transferlab.core.errors import ConfigError
 from transferlab.core.schema import model_stage_names
 from transferlab.models import TORCHVISION_ARCHS, torchvision_backbone
-from transferlab.training.comparison import build_module
+from transferlab.training.runner import Recipe, build_module
 
 EXPECTED_STAGES = {
     "small_vgg": ["block1", "block2", "block3", "block4"],
@@ -25,8 +25,16 @@ EXPECTED_STAGES = {
 
 
 def config_for(repo, model: str, cut: str):
-    return load_config("finetune", ["regime=truncate_freeze", f"model={model}", f"regime.truncate_freeze.cut_at={cut}",
-                                    f"cut_sweep.cut_at=[{cut}]"], root=repo)
+    return load_config(
+        "finetune",
+        [
+            "regime=truncate_freeze",
+            f"model={model}",
+            f"regime.truncate_freeze.cut_at={cut}",
+            f"cut_sweep.cut_at=[{cut}]",
+        ],
+        root=repo,
+    )
 
 
 @pytest.mark.parametrize("model", list(EXPECTED_STAGES))
@@ -35,10 +43,10 @@ def test_every_model_has_named_stages_and_cuts_the_same_way(repo, model):
     and a static stage list (core.schema) that disagrees with the built model."""
     stages = EXPECTED_STAGES[model]
     cfg = config_for(repo, model, stages[1])
-    module = build_module(cfg, cfg.regime.truncate_freeze, 5, epochs=1)
+    module = build_module(cfg, Recipe.for_regime(cfg, "truncate_freeze"), 5, epochs=1)
     assert module.net.backbone.stage_names == stages[:2]
     assert module(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
-    full = build_module(cfg, cfg.regime.finetune_all, 5, epochs=1)
+    full = build_module(cfg, Recipe.for_regime(cfg, "finetune_all"), 5, epochs=1)
     assert full.net.backbone.stage_names == stages
     assert full.net.head.fc.in_features == full.net.backbone.stage_channels[stages[-1]]
     assert model_stage_names(cfg.model) in (None, stages)
@@ -47,8 +55,9 @@ def test_every_model_has_named_stages_and_cuts_the_same_way(repo, model):
 @pytest.mark.parametrize("model", ["small_resnet", "small_vgg", "resnet18"])
 def test_unknown_cut_at_lists_the_model_stage_names(repo, model):
     """Catches: a cut point that is silently ignored or only fails deep inside training."""
-    with pytest.raises(ConfigError, match=f"not a stage of model {model} \\(allowed: "
-                                          f"{', '.join(EXPECTED_STAGES[model])}\\)"):
+    with pytest.raises(
+        ConfigError, match=f"not a stage of model {model} \\(allowed: {', '.join(EXPECTED_STAGES[model])}\\)"
+    ):
         config_for(repo, model, "nowhere")
 
 
@@ -92,5 +101,7 @@ def test_pretrain_source_imagenet_needs_a_torchvision_model(repo):
     cfg = load_config("pretrain", ["pretrain.source=imagenet"], root=repo)
     with pytest.raises(ConfigError) as err:
         imagenet_backbone(cfg)
-    assert str(err.value) == (f"pretrain.source=imagenet needs a torchvision model, not model=small_resnet "
-                              f"(allowed: {', '.join(TORCHVISION_ARCHS)})")
+    assert str(err.value) == (
+        f"pretrain.source=imagenet needs a torchvision model, not model=small_resnet "
+        f"(allowed: {', '.join(TORCHVISION_ARCHS)})"
+    )

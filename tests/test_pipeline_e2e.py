@@ -6,9 +6,8 @@ import json
 import subprocess
 
 import pytest
-from omegaconf import OmegaConf
 
-from helpers import EXPERIMENT, STAGES, TINY_PARAMS, client, dvc, experiment_runs, git_commit, ran, run, set_params
+from helpers import EXPERIMENT, STAGES, TINY_PARAMS, client, dvc, experiment_runs, ran, run, set_params
 from transferlab.core.names import QUADRANTS, REGIMES
 
 SEEDS = TINY_PARAMS["seeds"]
@@ -59,7 +58,11 @@ def test_the_registered_champion_is_the_winners_best_validation_network(pipeline
         evaluation = mlflow_client.get_run(champion.run_id)
         training = mlflow_client.get_run(evaluation.data.tags["training_run"])
         assert {k: training.data.tags[k] for k in ("stage", "quadrant", "regime", "seed")} == {
-            "stage": "finetune", "quadrant": quadrant, "regime": verdict["winner"], "seed": str(verdict["chosen_seed"])}
+            "stage": "finetune",
+            "quadrant": quadrant,
+            "regime": verdict["winner"],
+            "seed": str(verdict["chosen_seed"]),
+        }
         assert champion.description and "validation" in champion.description
         images, labels = load_split(pipeline_project / "data/raw" / quadrant, "test")
         model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
@@ -109,16 +112,19 @@ def would_run(project) -> set[str]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("change,expected", [
-    ({"regime.scratch.lr": 0.0042}, {"finetune@scratch"}),
-    ({"regime.truncate_freeze.cut_at": "stage1"}, {"finetune@truncate_freeze", "cut_sweep"}),
-    ({"cut_sweep.cut_at": ["stem", "stage1"]}, {"cut_sweep"}),
-    ({"evaluate.promote_margin": 0.1}, {"evaluate"}),
-    ({"finetune.steps": 8}, {f"finetune@{r}" for r in REGIMES} | {"cut_sweep", "report"}),
-    ({"pretrain.lr": 0.002}, {"pretrain"}),
-    ({"augment.copies": 2}, {"augment"}),
-    ({"advise.max_images": 32}, {"advise"}),
-])
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        ({"regime.scratch.lr": 0.0042}, {"finetune@scratch"}),
+        ({"regime.truncate_freeze.cut_at": "stage1"}, {"finetune@truncate_freeze", "cut_sweep"}),
+        ({"cut_sweep.cut_at": ["stem", "stage1"]}, {"cut_sweep"}),
+        ({"evaluate.promote_margin": 0.1}, {"evaluate"}),
+        ({"finetune.steps": 8}, {f"finetune@{r}" for r in REGIMES} | {"cut_sweep", "report"}),
+        ({"pretrain.lr": 0.002}, {"pretrain"}),
+        ({"augment.copies": 2}, {"augment"}),
+        ({"advise.max_images": 32}, {"advise"}),
+    ],
+)
 def test_a_params_change_reruns_exactly_the_stages_that_read_it(pipeline_copy, change, expected):
     """The stages whose own inputs changed (`dvc repro --dry`; their downstream stages run after them when
     their outputs change). Catches: a dependency that re-runs every stage (or too few) when one knob changes."""
@@ -127,14 +133,25 @@ def test_a_params_change_reruns_exactly_the_stages_that_read_it(pipeline_copy, c
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("path,old,new,expected", [
-    ("conf/regime/finetune_all.yaml", "backbone_lr_factor: 0.1", "backbone_lr_factor: 0.2",
-     {"finetune@finetune_all"}),
-    ("conf/augment/default.yaml", "p: 0.5", "p: 0.4", {"augment"}),
-    ("src/transferlab/analysis/verdict.py", '"""The comparison', '"""The comparison\n',
-     {"evaluate", "advise", "report"}),
-    ("src/transferlab/data/arrays.py", '"""Prepared', '"""Prepared\n', STAGES - {"download", "report"}),
-])
+@pytest.mark.parametrize(
+    "path,old,new,expected",
+    [
+        (
+            "conf/regime/finetune_all.yaml",
+            "backbone_lr_factor: 0.1",
+            "backbone_lr_factor: 0.2",
+            {"finetune@finetune_all"},
+        ),
+        ("conf/augment/default.yaml", "p: 0.5", "p: 0.4", {"augment"}),
+        (
+            "src/transferlab/analysis/verdict.py",
+            '"""The comparison',
+            '"""The comparison\n',
+            {"evaluate", "advise", "report"},
+        ),
+        ("src/transferlab/data/arrays.py", '"""Prepared', '"""Prepared\n', STAGES - {"download", "report"}),
+    ],
+)
 def test_a_file_change_reruns_the_stages_that_read_it(pipeline_copy, path, old, new, expected):
     """Catches: conf/ or code not tracked as a dependency (DVC's own Hydra support never sees conf/;
     `data/arrays.py`, which every training stage reads through, was once in no stage's deps)."""
@@ -151,7 +168,8 @@ def test_mlflow_holds_one_run_per_cell_nested_under_the_pipeline_parent(pipeline
     [parent] = [r for r in runs if r.data.tags["stage"] == "pipeline" and "small_similar/test_acc" in r.data.metrics]
     cells = [r for r in runs if r.data.tags["stage"] == "finetune"]
     assert sorted((r.data.tags["quadrant"], r.data.tags["regime"], r.data.tags["seed"]) for r in cells) == sorted(
-        (q, r, str(s)) for q in QUADRANTS for r in REGIMES for s in SEEDS)
+        (q, r, str(s)) for q in QUADRANTS for r in REGIMES for s in SEEDS
+    )
     assert {r.info.status for r in runs} == {"FINISHED"}
     nested = [r for r in runs if r.data.tags["stage"] != "pipeline" and r.data.tags["stage"] != "pretrain"]
     assert {r.data.tags["mlflow.parentRunId"] for r in nested} == {parent.info.run_id}
@@ -211,28 +229,30 @@ def test_mlflow_runs_are_readable_few_params_epoch_steps_no_bookkeeping_series(p
     runs = experiment_runs(pipeline_copy)
     cells = [r for r in runs if r.data.tags["stage"] == "finetune"]
     mlflow_client = client(pipeline_copy)
-    for run in cells:
-        params = run.data.params
+    for cell in cells:
+        params = cell.data.params
         assert len(params) <= 40, len(params)
         leaves = [k.split(".")[-1].split("/")[-1] for k in params]
         assert len(leaves) == len(set(leaves)), "a knob logged under two names"
         assert "lr" in params and not any(k.endswith(".lr") for k in params)
-        metrics = set(run.data.metrics)
+        metrics = set(cell.data.metrics)
         assert not metrics & {"epoch", "val/samples", "test/nll", "step"}
         assert ("phase" in metrics) == (int(params.get("head_epochs", 0)) > 0)
-        history = mlflow_client.get_metric_history(run.info.run_id, "val/acc")
+        history = mlflow_client.get_metric_history(cell.info.run_id, "val/acc")
         assert [m.step for m in history] == list(range(1, TINY_PARAMS["finetune.epochs"] + 1))
         assert all(len(repr(m.value)) <= 10 for m in history), [m.value for m in history]
         classes = json.loads((pipeline_copy / "reports/evaluate/comparison.json").read_text())[
-            run.data.tags["quadrant"]]["num_classes"]
-        assert run.data.tags["val_samples"] == str(classes * TINY_PARAMS["data.val_per_class"])
+            cell.data.tags["quadrant"]
+        ]["num_classes"]
+        assert cell.data.tags["val_samples"] == str(classes * TINY_PARAMS["data.val_per_class"])
     evaluations = [r for r in runs if r.data.tags["stage"] == "evaluate"]
     assert len(evaluations) == len(QUADRANTS)
     for evaluation in evaluations:
         training = mlflow_client.get_run(evaluation.data.tags["training_run"])
         assert training.info.end_time <= evaluation.info.start_time, "evaluation stretched the training run"
-        [model] = mlflow_client.search_logged_models([evaluation.info.experiment_id],
-                                                     filter_string=f"source_run_id = '{evaluation.info.run_id}'")
+        [model] = mlflow_client.search_logged_models(
+            [evaluation.info.experiment_id], filter_string=f"source_run_id = '{evaluation.info.run_id}'"
+        )
         assert model.name == f"{evaluation.data.tags['quadrant']}-{evaluation.data.tags['regime']}"
         assert "mlflow.modelVersions" in model.tags, "the logged model links to its registered version"
 
@@ -254,7 +274,8 @@ def test_the_advisor_scores_every_stage_and_is_checked_against_the_measurement(p
         assert (rule["cut_at"] is not None) == (rule["regime"] == "truncate_freeze")
         run = runs[quadrant]
         assert run.data.tags["regime"] == rule["regime"] and run.data.metrics["logme/stage3"] == pytest.approx(
-            advice["stages"]["stage3"]["logme"])
+            advice["stages"]["stage3"]["logme"]
+        )
         assert f"| {quadrant} | {rule['regime']}" in summary
     metrics = json.loads((pipeline_copy / "reports/metrics.json").read_text())
     assert 0 <= metrics["advisor"]["hits"] <= 4
@@ -271,8 +292,13 @@ def test_cells_side_by_side_give_what_one_process_gives(pipeline_project, prepar
     # The template's stage had this process's torch threads (OMP_NUM_THREADS is inherited) and gave each
     # of its 2 cell processes half; the threads decide the last bits, so the single process gets as many.
     per_cell = max(1, torch.get_num_threads() // 2)
-    run(prepared_copy, "transferlab.finetune", "regime=scratch", "trainer.cell_processes=1",
-        OMP_NUM_THREADS=str(per_cell))
+    run(
+        prepared_copy,
+        "transferlab.finetune",
+        "regime=scratch",
+        "trainer.cell_processes=1",
+        OMP_NUM_THREADS=str(per_cell),
+    )
     one, side_by_side = prepared_copy / "models/finetune/scratch", pipeline_project / "models/finetune/scratch"
     assert json.loads((one / "results.json").read_text()) == json.loads((side_by_side / "results.json").read_text())
     for quadrant in QUADRANTS:

@@ -28,8 +28,15 @@ def test_a_queued_sweep_runs_two_pipelines_at_once_into_one_store(pipeline_copy)
     # Not captured through a pipe: the workers `dvc queue start` leaves behind inherit stdout/stderr, and
     # a pipe would stay open (and the call blocked) for as long as an idle worker lives.
     with open(project / ".dvc" / "tmp" / "queue-start.log", "w") as log:
-        started = subprocess.run([str(BIN / "dvc"), "queue", "start", "-j", "2"], cwd=project, env=project_env(),
-                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=120)
+        started = subprocess.run(
+            [str(BIN / "dvc"), "queue", "start", "-j", "2"],
+            cwd=project,
+            env=project_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
     assert started.returncode == 0, (project / ".dvc" / "tmp" / "queue-start.log").read_text()
     deadline = time.time() + 600
     while time.time() < deadline:
@@ -46,21 +53,29 @@ def test_a_queued_sweep_runs_two_pipelines_at_once_into_one_store(pipeline_copy)
     assert max(p.info.start_time for p in parents) < min(p.info.end_time for p in parents), "ran at the same time"
     evaluations = [r for r in new if r.data.tags["stage"] == "evaluate"]
     assert len(evaluations) == 2 * 4 and {r.data.tags["mlflow.parentRunId"] for r in evaluations} == {
-        p.info.run_id for p in parents}
+        p.info.run_id for p in parents
+    }
     for evaluation in evaluations:
         artifacts = Path(evaluation.info.artifact_uri.removeprefix("file://"))
         assert artifacts.is_relative_to(project / "mlartifacts"), artifacts
         assert (artifacts / "evaluation" / "confusion.png").is_file(), "artifacts must survive DVC's temporary copies"
     assert not list((project / ".dvc" / "tmp" / "exps").glob("**/mlflow.db")), "no store inside a temporary copy"
 
-    shown = subprocess.run([str(BIN / "dvc"), "exp", "show", "--only-changed", "--no-pager"], cwd=project,
-                           env=project_env(COLUMNS="200"), capture_output=True, text=True)
+    shown = subprocess.run(
+        [str(BIN / "dvc"), "exp", "show", "--only-changed", "--no-pager"],
+        cwd=project,
+        env=project_env(COLUMNS="200"),
+        capture_output=True,
+        text=True,
+    )
     lines = shown.stdout.splitlines()
     assert max(len(line) for line in lines) <= 200, "\n".join(lines)
     header = next(line for line in lines if "Experiment" in line)
-    rows = [record["data"]["metrics"]["reports/metrics.json"]["data"] for record in
-            exp_records(json.loads(dvc(project, "exp", "show", "--json").strip().splitlines()[-1]))
-            if "reports/metrics.json" in record["data"].get("metrics", {})]
+    rows = [
+        record["data"]["metrics"]["reports/metrics.json"]["data"]
+        for record in exp_records(json.loads(dvc(project, "exp", "show", "--json").strip().splitlines()[-1]))
+        if "reports/metrics.json" in record["data"].get("metrics", {})
+    ]
     assert len(rows) >= 3, rows  # workspace, baseline, two experiments
     for quadrant in ("small_similar", "small_different", "large_similar", "large_different"):
         if len({row["winner_acc"][quadrant] for row in rows}) > 1:  # --only-changed shows it: it must fit

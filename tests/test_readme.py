@@ -22,8 +22,11 @@ def test_readme_pipeline_table_names_every_dvc_stage_and_its_module():
 
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     readme = (REPO / "README.md").read_text()
-    rows = {line.split("|")[1].strip().strip("`"): line.split("|")[2].strip().strip("`")
-            for line in readme.splitlines() if line.startswith("| `")}
+    rows = {
+        line.split("|")[1].strip().strip("`"): line.split("|")[2].strip().strip("`")
+        for line in readme.splitlines()
+        if line.startswith("| `")
+    }
     for name, stage in stages.items():
         shown = f"{name}@<regime>" if "foreach" in stage else name
         assert shown in rows, f"README's pipeline table lacks stage {shown}"

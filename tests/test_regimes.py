@@ -13,7 +13,7 @@ from transferlab.core.errors import ConfigError
 from transferlab.data.arrays import ImageArrayDataset, collate_images
 from transferlab.tracking.logger import EpochMLflowLogger
 from transferlab.training.callbacks import RESUME_FILE, ResumeState
-from transferlab.training.comparison import build_module, pretrained_state
+from transferlab.training.runner import Recipe, build_module, pretrained_state
 
 NUM_CLASSES = 5
 MODELS = ["small_resnet", "resnet18"]
@@ -25,7 +25,7 @@ def module_for(repo, regime: str, *extra: str, model: str = "small_resnet", epoc
     cut = (f"regime.truncate_freeze.cut_at={CUT[model]}", f"cut_sweep.cut_at=[{CUT[model]}]")
     cfg = load_config("finetune", [f"regime={regime}", f"model={model}", *cut, *extra], root=repo)
     torch.manual_seed(0)
-    return cfg, build_module(cfg, cfg.regime[regime], NUM_CLASSES, epochs)
+    return cfg, build_module(cfg, Recipe.for_regime(cfg, regime), NUM_CLASSES, epochs)
 
 
 def pretrained_like_state(module) -> dict[str, torch.Tensor]:
@@ -52,23 +52,40 @@ class LrRecorder(Callback):
         if batch_idx == 0:
             epoch = trainer.current_epoch
             self.lrs[epoch] = {g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups}
-            self.bn_training[epoch] = {name: any(m.training for m in stage.modules() if isinstance(m, torch.nn.BatchNorm2d))
-                                       for name, stage in pl_module.net.backbone.named_children()}
+            self.bn_training[epoch] = {
+                name: any(m.training for m in stage.modules() if isinstance(m, torch.nn.BatchNorm2d))
+                for name, stage in pl_module.net.backbone.named_children()
+            }
 
 
 def data():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(32, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, NUM_CLASSES, size=32)
-    return (DataLoader(ImageArrayDataset(x, y), batch_size=8, shuffle=True, collate_fn=collate_images,
-                       generator=torch.Generator().manual_seed(0)),
-            DataLoader(ImageArrayDataset(x[:8], y[:8]), batch_size=8, collate_fn=collate_images))
+    return (
+        DataLoader(
+            ImageArrayDataset(x, y),
+            batch_size=8,
+            shuffle=True,
+            collate_fn=collate_images,
+            generator=torch.Generator().manual_seed(0),
+        ),
+        DataLoader(ImageArrayDataset(x[:8], y[:8]), batch_size=8, collate_fn=collate_images),
+    )
 
 
 def trainer(epochs: int, *callbacks, **kwargs) -> L.Trainer:
-    return L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                     num_sanity_val_steps=0, accelerator="cpu", callbacks=list(callbacks),
-                     enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks), **kwargs)
+    return L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        callbacks=list(callbacks),
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        **kwargs,
+    )
 
 
 def train_briefly(module, epochs: int = 2, *callbacks) -> None:
@@ -117,7 +134,7 @@ def test_truncated_backbone_loads_the_pretrained_weights_of_its_stages(repo, mod
     _, truncated = module_for(repo, "truncate_freeze", model=model)
     truncated.load_backbone(state)
     names = full.net.backbone.stage_names
-    assert truncated.net.backbone.stage_names == names[:names.index(cut) + 1]
+    assert truncated.net.backbone.stage_names == names[: names.index(cut) + 1]
     for key, value in truncated.net.backbone.state_dict().items():
         assert torch.equal(value, state[key])
 
@@ -148,8 +165,14 @@ def test_finetune_all_trains_everything_with_named_groups_at_a_smaller_lr(repo, 
 def test_two_phase_finetuning_gates_the_backbone_then_unfreezes_the_top_stages(repo, model):
     """Phase 1: head only (backbone lr 0, no change at all, BN in eval); phase 2: top K stages at lr x 0.1.
     Catches: a backbone that moves in phase 1, stages below the top K that train in phase 2."""
-    cfg, module = module_for(repo, "finetune_all", "regime.finetune_all.head_epochs=2",
-                             "regime.finetune_all.unfreeze_top=2", model=model, epochs=4)
+    cfg, module = module_for(
+        repo,
+        "finetune_all",
+        "regime.finetune_all.head_epochs=2",
+        "regime.finetune_all.unfreeze_top=2",
+        model=model,
+        epochs=4,
+    )
     lr = cfg.regime.finetune_all.lr
     module.load_backbone(pretrained_like_state(module))
     start = snapshot(module)
@@ -190,8 +213,9 @@ def test_phase_and_learning_rates_survive_resume_from_a_checkpoint(repo, tmp_pat
     extra = ("regime.finetune_all.head_epochs=2",)
     cfg, module = module_for(repo, "finetune_all", *extra, model=model, epochs=4)
     lr = cfg.regime.finetune_all.lr
-    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="last", save_top_k=-1, every_n_epochs=1,
-                                 enable_version_counter=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path, filename="last", save_top_k=-1, every_n_epochs=1, enable_version_counter=False
+    )
     trainer(1, checkpoint).fit(module, *data())  # stopped inside phase 1
     _, fresh = module_for(repo, "finetune_all", *extra, model=model, epochs=4)
     recorder = LrRecorder()
@@ -232,9 +256,15 @@ def tracked_fit(repo, tmp_path, uri: str, run_id: str, *callbacks, resumed: bool
     _, module = module_for(repo, "finetune_all", epochs=3)
     logger = EpochMLflowLogger(tracking_uri=uri, run_id=run_id, resumed=resumed)
     resume = tmp_path / RESUME_FILE
-    L.Trainer(max_epochs=3, logger=logger, enable_progress_bar=False, enable_model_summary=False,
-              num_sanity_val_steps=0, accelerator="cpu", callbacks=[ResumeState(tmp_path), *callbacks]).fit(
-        module, *data(), ckpt_path=str(resume) if resumed else None, weights_only=False)
+    L.Trainer(
+        max_epochs=3,
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        callbacks=[ResumeState(tmp_path), *callbacks],
+    ).fit(module, *data(), ckpt_path=str(resume) if resumed else None, weights_only=False)
 
 
 @pytest.mark.parametrize("kill", [KillAfterResumeState, KillBeforeResumeState])
@@ -301,14 +331,23 @@ def test_mlp_head_option(repo):
     assert module(torch.zeros(2, 3, 32, 32)).shape == (2, NUM_CLASSES)
 
 
-@pytest.mark.parametrize("extra,message", [
-    (("regime.finetune_all.head_epochs=8",), "head_epochs=8 (allowed: 0..7, fewer than the epochs) is not allowed"),
-    (("regime.finetune_all.unfreeze_top=9",), "unfreeze_top=9 (allowed: null or 1..4, the stages kept) is not allowed"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (
+            ("regime.finetune_all.head_epochs=8",),
+            "regime.finetune_all.head_epochs=8 is not allowed (allowed: 0..7: fewer than finetune.epochs (8))",
+        ),
+        (
+            ("regime.finetune_all.unfreeze_top=9",),
+            "regime.finetune_all.unfreeze_top=9 is not allowed (allowed: null or 1..4, the stages kept)",
+        ),
+    ],
+)
 def test_bad_phase_settings_are_clear_errors(repo, extra, message):
-    """Catches: impossible phase settings accepted silently."""
+    """Catches: impossible phase settings accepted silently (checked once, with the config)."""
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
-        module_for(repo, "finetune_all", *extra, epochs=8)
+        module_for(repo, "finetune_all", "finetune.epochs=8", *extra, epochs=8)
 
 
 def test_frozen_backbone_stays_in_eval_mode_when_training(repo):

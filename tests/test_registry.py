@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from transferlab.tracking import registry, runs, store as tracking_store
+from transferlab.tracking import registry
+from transferlab.tracking import store as tracking_store
 
 
 def threshold_net() -> nn.Module:
@@ -37,21 +38,21 @@ def test_promotion_needs_more_than_the_margin_on_the_same_test_set(store):
     labels[:30] = 1 - labels[:30]  # the net gets exactly 70 of 100 right
     experiment = tracking_store.experiment_id("t")
 
-    def challenger(correct: int, margin: float) -> dict:
+    def challenger(correct: int, margin: float):
         run_id = store.create_run(experiment).info.run_id
         model = registry.log_model(run_id, threshold_net(), images, name="q-freeze_all")
         tags = {"quadrant": "q", "regime": "freeze_all", "seed": "0", "test_acc": f"{correct / 100:.4f}"}
         return registry.register("t-q", model, tags, "a description", correct, images, labels, margin=margin)
 
     first = challenger(70, 0.0)
-    assert first["promoted"] and first["champion_version"] == 1 and first["champion_acc_same_test_set"] is None
+    assert first.promoted and first.champion_version == 1 and first.champion_acc_same_test_set is None
     # The champion is re-scored on these images: 70 correct. 71 beats it by 1 point, not by more than 0.01.
     held = challenger(71, 0.01)
-    assert (held["promoted"], held["champion_version"], held["champion_acc_same_test_set"]) == (False, 1, 0.70)
+    assert (held.promoted, held.champion_version, held.champion_acc_same_test_set) == (False, 1, 0.70)
     equal = challenger(70, 0.0)
-    assert not equal["promoted"], "an equal challenger does not take the alias"
+    assert not equal.promoted, "an equal challenger does not take the alias"
     better = challenger(72, 0.01)
-    assert better["promoted"] and better["version"] == 4
+    assert better.promoted and better.version == 4
     champion = store.get_model_version_by_alias("t-q", "champion")
     assert int(champion.version) == 4
     assert champion.tags["regime"] == "freeze_all" and champion.description == "a description"

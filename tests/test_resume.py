@@ -25,8 +25,15 @@ def sha(path: Path) -> str:
 
 def start(project: Path, *cmd: str, **env: str) -> subprocess.Popen:
     args = [sys.executable, "-m", *cmd] if cmd[0].startswith("transferlab.") else [str(BIN / cmd[0]), *cmd[1:]]
-    return subprocess.Popen(args, cwd=project, env=project_env(**env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        args,
+        cwd=project,
+        env=project_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
@@ -43,8 +50,11 @@ def stage_pid(process: subprocess.Popen, module: str) -> int:
         return process.pid
     # Anchored at the start: `/bin/sh -c "python -m ..."` (how dvc may run a stage's cmd) matches an
     # unanchored pattern too, and SIGTERM to that shell orphans the stage instead of stopping it.
-    found = subprocess.run(["pgrep", "-s", str(process.pid), "-f", f"^([^ ]*/)?python[0-9.]* -m {module}( |$)"],
-                           capture_output=True, text=True)
+    found = subprocess.run(
+        ["pgrep", "-s", str(process.pid), "-f", f"^([^ ]*/)?python[0-9.]* -m {module}( |$)"],
+        capture_output=True,
+        text=True,
+    )
     pids = [int(p) for p in found.stdout.split()]
     assert pids, f"no {module} process under {process.pid}"
     return pids[0]
@@ -79,8 +89,9 @@ def test_pretrain_killed_with_sigkill_resumes_bit_identical_into_the_same_run(pr
     assert not [r for r in experiment_runs(project) if r.info.status == "RUNNING"]
 
 
-def test_finetune_stopped_by_sigterm_then_sigkill_under_dvc_resumes_to_the_same_results(prepared_copy,
-                                                                                        pipeline_project):
+def test_finetune_stopped_by_sigterm_then_sigkill_under_dvc_resumes_to_the_same_results(
+    prepared_copy, pipeline_project
+):
     """SIGTERM (as a scheduler or `timeout` sends it) through the real `dvc repro`, then SIGKILL, then a
     third `dvc repro` that finishes. Catches: a stopped stage recorded as done in dvc.lock, lost finished
     cells, runs left RUNNING, and results that differ from the uninterrupted pipeline's."""
@@ -123,8 +134,8 @@ def test_finetune_stopped_by_sigterm_then_sigkill_under_dvc_resumes_to_the_same_
     assert not [r for r in runs if r.info.status == "RUNNING"]
     cells = [r for r in runs if r.data.tags.get("regime") == "finetune_all" and r.info.status == "FINISHED"]
     assert sorted((r.data.tags["quadrant"], r.data.tags["seed"]) for r in cells) == sorted(
-        (q, s) for q in ("small_similar", "small_different", "large_similar", "large_different") for s in "01"), \
-        "each cell must end as one FINISHED run (a resumed cell continues its run)"
+        (q, s) for q in ("small_similar", "small_different", "large_similar", "large_different") for s in "01"
+    ), "each cell must end as one FINISHED run (a resumed cell continues its run)"
     assert {r.data.tags["quadrant"] for r in cells if r.data.tags.get("resumed") == "true"} >= {"small_different"}
     assert not state.exists(), "the resumable state is removed once the outputs are in place"
 
@@ -144,8 +155,14 @@ def test_sigint_and_a_trainer_error_close_the_run_and_the_parent(prepared_copy):
     [parent] = [r for r in runs if r.data.tags.get("pipeline_key") == "sigint-test"]
     assert parent.info.status == "KILLED"
 
-    done = run(project, "transferlab.finetune", "regime=finetune_all", "trainer.precision=bogus", check=False,
-               TRANSFERLAB_PIPELINE_ID="error-test")
+    done = run(
+        project,
+        "transferlab.finetune",
+        "regime=finetune_all",
+        "trainer.precision=bogus",
+        check=False,
+        TRANSFERLAB_PIPELINE_ID="error-test",
+    )
     assert done.returncode == 1 and "bogus" in done.stderr
     runs = experiment_runs(project)
     assert "RUNNING" not in {r.info.status for r in runs}

@@ -21,13 +21,16 @@ def retrain(project: Path, via_make: bool = True) -> tuple[int, str, str]:
     done = subprocess.run(cmd, cwd=project, env=project_env(), capture_output=True, text=True)
     outcome = json.loads((project / "reports/retrain.json").read_text())["outcome"]
     code = {"promoted": 0, "kept": 10}[outcome]
-    assert done.returncode == (0 if via_make else code), f"retrain ({done.returncode}):\n{done.stdout[-3000:]}\n" \
-                                                         f"{done.stderr[-3000:]}"
+    assert done.returncode == (0 if via_make else code), (
+        f"retrain ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
     return code, (project / "reports/retrain.md").read_text(), done.stdout + done.stderr
 
 
 def decisions(project: Path) -> dict[str, str]:
-    return {q: v["decision"] for q, v in json.loads((project / "reports/retrain.json").read_text())["quadrants"].items()}
+    return {
+        q: v["decision"] for q, v in json.loads((project / "reports/retrain.json").read_text())["quadrants"].items()
+    }
 
 
 def champion(project: Path, quadrant: str) -> int:
@@ -68,28 +71,64 @@ def test_retrain_keeps_promotes_and_refuses_a_weaker_challenger(pipeline_copy, t
     assert code == 10 and text.startswith("# Retraining: kept")
     assert {q: champion(project, q) for q in QUADRANTS} == before, "a weaker challenger must not become champion"
     assert set(decisions(project).values()) <= {"keep", "regressed", "keep (another quadrant regressed)"}
-    committed = json.loads(subprocess.run(["git", "show", "HEAD:reports/metrics.json"], cwd=project,
-                                          capture_output=True, text=True, check=True).stdout)
-    diff_table = text[text.index("against the last committed"):]
+    committed = json.loads(
+        subprocess.run(
+            ["git", "show", "HEAD:reports/metrics.json"], cwd=project, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    diff_table = text[text.index("against the last committed") :]
     row = next(line for line in diff_table.splitlines() if line.startswith("| small_similar |"))
     assert f"{committed['winner_acc']['small_similar']:.4f}" in row.split("|")[3]
 
 
-def record(version: int, acc: float, champion_acc: float | None, regime: str = "freeze_all") -> dict:
-    return {"version": version, "test_acc": acc, "champion_acc_same_test_set": champion_acc, "regime": regime}
+def record(version: int, acc: float, champion_acc: float | None, regime: str = "freeze_all"):
+    from transferlab.core.artifacts import RegistryDecision
+
+    return RegistryDecision(
+        registered_model="m",
+        version=version,
+        promoted=False,
+        champion_version=None,
+        test_acc=acc,
+        margin=0.01,
+        regime=regime,
+        champion_acc_same_test_set=champion_acc,
+    )
 
 
-@pytest.mark.parametrize("records,champions,expected", [
-    ({}, {}, ["unchanged (nothing re-ran)"] * 4),
-    ({"small_similar": record(1, 0.5, None)}, {}, ["promote"] + ["unchanged (nothing re-ran)"] * 3),
-    ({"small_similar": record(2, 0.80, 0.70)}, {"small_similar": 1}, ["promote"] + ["unchanged (nothing re-ran)"] * 3),
-    ({"small_similar": record(2, 0.705, 0.70)}, {"small_similar": 1}, ["keep"] + ["unchanged (nothing re-ran)"] * 3),
-    ({"small_similar": record(2, 0.80, 0.70), "large_similar": record(3, 0.60, 0.70)},
-     {"small_similar": 1, "large_similar": 1},
-     ["keep (another quadrant regressed)", "unchanged (nothing re-ran)", "regressed", "unchanged (nothing re-ran)"]),
-    ({"small_similar": record(2, 0.69, 0.70)}, {"small_similar": 1}, ["keep"] + ["unchanged (nothing re-ran)"] * 3),
-    ({"small_similar": record(4, 0.9, 0.9)}, {"small_similar": 4}, ["unchanged"] + ["unchanged (nothing re-ran)"] * 3),
-])
+@pytest.mark.parametrize(
+    "records,champions,expected",
+    [
+        ({}, {}, ["unchanged (nothing re-ran)"] * 4),
+        ({"small_similar": record(1, 0.5, None)}, {}, ["promote"] + ["unchanged (nothing re-ran)"] * 3),
+        (
+            {"small_similar": record(2, 0.80, 0.70)},
+            {"small_similar": 1},
+            ["promote"] + ["unchanged (nothing re-ran)"] * 3,
+        ),
+        (
+            {"small_similar": record(2, 0.705, 0.70)},
+            {"small_similar": 1},
+            ["keep"] + ["unchanged (nothing re-ran)"] * 3,
+        ),
+        (
+            {"small_similar": record(2, 0.80, 0.70), "large_similar": record(3, 0.60, 0.70)},
+            {"small_similar": 1, "large_similar": 1},
+            [
+                "keep (another quadrant regressed)",
+                "unchanged (nothing re-ran)",
+                "regressed",
+                "unchanged (nothing re-ran)",
+            ],
+        ),
+        ({"small_similar": record(2, 0.69, 0.70)}, {"small_similar": 1}, ["keep"] + ["unchanged (nothing re-ran)"] * 3),
+        (
+            {"small_similar": record(4, 0.9, 0.9)},
+            {"small_similar": 4},
+            ["unchanged"] + ["unchanged (nothing re-ran)"] * 3,
+        ),
+    ],
+)
 def test_the_decision_rule(records, champions, expected):
     """margin 0.01, tolerance 0.02. Catches: promoting within the margin, promoting while another quadrant
     regressed, a challenger worse by less than the tolerance counted as a regression."""

@@ -1,10 +1,8 @@
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
-
-from dataclasses import replace
-
 from omegaconf import OmegaConf
 
 from helpers import REPO
@@ -53,8 +51,13 @@ def test_download_stage_is_deterministic_and_splits_do_not_depend_on_each_other(
 
     project = copy_project(tmp_path / "p")
     monkeypatch.chdir(project)
-    sizes = ["data.source_train_per_class=3", "data.small_train_per_class=2", "data.large_train_per_class=2",
-             "data.val_per_class=2", "data.test_per_class=2"]
+    sizes = [
+        "data.source_train_per_class=3",
+        "data.small_train_per_class=2",
+        "data.large_train_per_class=2",
+        "data.val_per_class=2",
+        "data.test_per_class=2",
+    ]
 
     def run(*extra):
         download.main([*sizes, *extra])
@@ -63,8 +66,9 @@ def test_download_stage_is_deterministic_and_splits_do_not_depend_on_each_other(
     first, again, bigger = run(), run(), run("data.source_train_per_class=5")
     assert first == again
     assert bigger["x_train.npy"] != first["x_train.npy"]
-    assert {k: bigger[k] for k in ("x_val.npy", "x_test.npy", "y_test.npy")} == \
-        {k: first[k] for k in ("x_val.npy", "x_test.npy", "y_test.npy")}
+    assert {k: bigger[k] for k in ("x_val.npy", "x_test.npy", "y_test.npy")} == {
+        k: first[k] for k in ("x_val.npy", "x_test.npy", "y_test.npy")
+    }
 
 
 def test_unknown_class_is_a_clear_error():

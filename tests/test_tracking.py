@@ -82,16 +82,32 @@ def test_a_corrupt_database_is_one_line_naming_the_file(tmp_path, monkeypatch):
         store.check_store()
 
 
-def test_a_read_only_store_is_one_line(tmp_path, monkeypatch):
-    """Catches: a permission error deep inside MLflow."""
-    if os.geteuid() == 0:
-        pytest.skip("root writes to read-only folders")
+def test_a_read_only_store_is_one_line(tmp_path):
+    """Catches: a permission error deep inside MLflow. The check runs as a user the folder's permissions apply
+    to (as root, without CAP_DAC_OVERRIDE: root writes anywhere)."""
+    import subprocess
+    import sys
+
+    from helpers import unprivileged
+
     folder = tmp_path / "ro"
     folder.mkdir()
-    folder.chmod(0o500)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-    with pytest.raises(StoreError, match="is not writable"):
-        store.check_store()
+    folder.chmod(0o555)
+    code = (
+        "from transferlab.core.errors import StoreError\nfrom transferlab.tracking import store\n"
+        "try:\n    store.check_store()\nexcept StoreError as err:\n    print(err)\n    raise SystemExit(3)"
+    )
+    try:
+        done = subprocess.run(
+            unprivileged([sys.executable, "-c", code]),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"},
+        )
+    finally:
+        folder.chmod(0o755)
+    assert done.returncode == 3 and "is not writable" in done.stdout, done.stdout + done.stderr
 
 
 def test_a_locked_database_is_waited_for_then_one_line(tmp_path, monkeypatch):
@@ -99,10 +115,19 @@ def test_a_locked_database_is_waited_for_then_one_line(tmp_path, monkeypatch):
     without end. Another process holds a write lock; the check waits, then fails naming the file."""
     db = tmp_path / "mlflow.db"
     sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.commit()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sqlite3, sys, time\n"
-        f"c = sqlite3.connect({str(db)!r}, isolation_level=None); c.execute('BEGIN IMMEDIATE')\n"
-        "print('locked', flush=True); time.sleep(30)")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sqlite3, sys, time\n"
+                f"c = sqlite3.connect({str(db)!r}, isolation_level=None); c.execute('BEGIN IMMEDIATE')\n"
+                "print('locked', flush=True); time.sleep(30)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
@@ -121,8 +146,11 @@ def test_credentials_in_the_environment_never_reach_mlflow(repo, tmp_path, mlflo
     from transferlab.core.config import load_config
     from transferlab.tracking import runs
 
-    secrets = {"MLFLOW_TRACKING_PASSWORD": "pw-3f9a1c", "AWS_SECRET_ACCESS_KEY": "key-8d2e77",
-               "DVC_REMOTE_SECRET_ACCESS_KEY": "dvc-51b0aa"}
+    secrets = {
+        "MLFLOW_TRACKING_PASSWORD": "pw-3f9a1c",
+        "AWS_SECRET_ACCESS_KEY": "key-8d2e77",
+        "DVC_REMOTE_SECRET_ACCESS_KEY": "dvc-51b0aa",
+    }
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_db}")
@@ -140,3 +168,22 @@ def test_credentials_in_the_environment_never_reach_mlflow(repo, tmp_path, mlflo
     assert len(run.data.params) > 20, "the resolved config is logged"
     for value in secrets.values():
         assert value not in logged and value not in packages
+
+
+@pytest.mark.e2e
+def test_pretraining_records_the_seed_it_drew(prepared_copy):
+    """Catches: `seed: null` drawing a fresh seed for pretraining but recording another: the run tagged
+    "None" and history.csv with an empty seed, so the run could not be repeated."""
+    import csv
+
+    from helpers import experiment_runs, run
+
+    run(prepared_copy, "transferlab.pretrain", "seed=null", "pretrain.epochs=1")
+    newest = max(
+        (r for r in experiment_runs(prepared_copy) if r.data.tags.get("stage") == "pretrain"),
+        key=lambda r: r.info.start_time,
+    )
+    seed = newest.data.tags["seed"]
+    assert seed.isdigit(), seed
+    with open(prepared_copy / "models/pretrain/history.csv", newline="") as handle:
+        assert {row["seed"] for row in csv.DictReader(handle)} == {seed}

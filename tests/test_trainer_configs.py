@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from transferlab.core.config import load_config, options
-from transferlab.training.comparison import build_module
+from transferlab.training.runner import Recipe, build_module
 from transferlab.training.trainer import resolve_precision, trainer_settings
 
 
@@ -33,9 +33,10 @@ def test_precision_auto_is_32_bit_on_cpu_and_mixed_on_gpu(monkeypatch):
 
 def test_channels_last_and_compile_switches_reach_the_module(repo):
     """Catches: switches passed to the Trainer (which rejects them) or silently dropped."""
-    cfg = load_config("finetune", ["regime=scratch", "trainer=cpu", "trainer.channels_last=true",
-                                   "trainer.compile=true"], root=repo)
-    module = build_module(cfg, cfg.regime.scratch, 5, epochs=1)
+    cfg = load_config(
+        "finetune", ["regime=scratch", "trainer=cpu", "trainer.channels_last=true", "trainer.compile=true"], root=repo
+    )
+    module = build_module(cfg, Recipe.for_regime(cfg, "scratch"), 5, epochs=1)
     names_before = set(module.state_dict())
     kwargs = trainer_settings(cfg.trainer, module)
     assert "channels_last" not in kwargs and "compile" not in kwargs and kwargs["precision"] == "32-true"
@@ -44,7 +45,7 @@ def test_channels_last_and_compile_switches_reach_the_module(repo):
     assert module.net._compiled_call_impl is not None  # nn.Module.compile(): compiled in place
     assert set(module.state_dict()) == names_before  # checkpoints keep their parameter names
     cfg_off = load_config("finetune", ["regime=scratch", "trainer.channels_last=false"], root=repo)
-    plain = build_module(cfg_off, cfg_off.regime.scratch, 5, epochs=1)
+    plain = build_module(cfg_off, Recipe.for_regime(cfg_off, "scratch"), 5, epochs=1)
     trainer_settings(cfg_off.trainer, plain)
     assert plain.net._compiled_call_impl is None and not plain.channels_last
 
@@ -52,6 +53,6 @@ def test_channels_last_and_compile_switches_reach_the_module(repo):
 def test_cached_heads_train_on_one_device_whatever_the_trainer_says(repo):
     """Catches: a head on cached features shared out over DDP processes (each would train on everything)."""
     cfg = load_config("finetune", ["regime=freeze_all", "trainer=ddp"], root=repo)
-    module = build_module(cfg, cfg.regime.freeze_all, 5, epochs=1)
+    module = build_module(cfg, Recipe.for_regime(cfg, "freeze_all"), 5, epochs=1)
     kwargs = trainer_settings(cfg.trainer, module, single_device=True)
     assert (kwargs["devices"], kwargs["strategy"], kwargs["num_nodes"]) == (1, "auto", 1)

@@ -47,10 +47,30 @@ def wait_until_up(url: str, seconds: float = 90) -> None:
 
 def capture(browser: str, url: str, path: Path, width: int = 1600, height: int = 1000) -> None:
     """One screenshot; the virtual time budget lets the single-page app fetch and render its data."""
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--hide-scrollbars", f"--window-size={width},{height}", "--virtual-time-budget=20000",
-                    f"--screenshot={path}", url], check=True, capture_output=True, timeout=180)
-    print(f"{path.relative_to(ROOT)}: {url}")
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--hide-scrollbars",
+            f"--window-size={width},{height}",
+            "--virtual-time-budget=20000",
+            f"--screenshot={path.resolve()}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    print(f"{shown(path)}: {url}")
+
+
+def shown(path: Path) -> str:
+    """A path as a user reads it: relative to the project when inside it, else as given (any --out works)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
 
 
 def views(url: str, experiment: str) -> dict[str, str]:
@@ -61,18 +81,26 @@ def views(url: str, experiment: str) -> dict[str, str]:
     if found is None:
         sys.exit(f"error: no MLflow experiment {experiment!r} in {ROOT / 'mlflow.db'}: run `make repro` first")
     exp = found.experiment_id
-    parents = client.search_runs([exp], "tags.stage = 'pipeline'", order_by=["attributes.start_time DESC"],
-                                 max_results=1)
+    parents = client.search_runs(
+        [exp], "tags.stage = 'pipeline'", order_by=["attributes.start_time DESC"], max_results=1
+    )
     if not parents:
         sys.exit(f"error: experiment {experiment!r} has no pipeline run: run `make repro` first")
     parent = parents[0]
     quadrants = ("small_similar", "small_different", "large_similar", "large_different")
     winners = {q: parent.data.tags.get(f"{q}.winner") for q in quadrants}
-    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.stage = "
-                                  "'finetune' and tags.seed = '0'", max_results=200)
+    children = client.search_runs(
+        [exp],
+        f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.stage = 'finetune' and tags.seed = '0'",
+        max_results=200,
+    )
     # Each quadrant's winning regime (seed 0): the four networks the verdict is about.
-    compare = [r.info.run_id for q in quadrants for r in children
-               if r.data.tags.get("quadrant") == q and r.data.tags.get("regime") == winners[q]]
+    compare = [
+        r.info.run_id
+        for q in quadrants
+        for r in children
+        if r.data.tags.get("quadrant") == q and r.data.tags.get("regime") == winners[q]
+    ]
     runs_json = urllib.parse.quote(json.dumps(compare))
     exps_json = urllib.parse.quote(json.dumps([exp]))
     return {
@@ -90,15 +118,30 @@ def main() -> None:
     args = parser.parse_args()
     browser = next((b for b in CHROMIUM if shutil.which(b)), None)
     if browser is None:
-        sys.exit("error: no chromium found (allowed: chromium, chromium-browser, google-chrome): apt-get install chromium")
+        sys.exit(
+            "error: no chromium found (allowed: chromium, chromium-browser, google-chrome): apt-get install chromium"
+        )
     if not (ROOT / "mlflow.db").exists():
         sys.exit(f"error: {ROOT / 'mlflow.db'} not found: run `make repro` first")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(["mlflow", "ui", "--backend-store-uri", f"sqlite:///{ROOT / 'mlflow.db'}",
-                               "--default-artifact-root", str(ROOT / "mlartifacts"), "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        [
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            f"sqlite:///{ROOT / 'mlflow.db'}",
+            "--default-artifact-root",
+            str(ROOT / "mlartifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_until_up(url)
         args.out.mkdir(parents=True, exist_ok=True)

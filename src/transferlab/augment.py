@@ -15,9 +15,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from transferlab.core.config import load_config, paths, project_root, read_yaml
+from transferlab.core.config import load_config, read_yaml
 from transferlab.core.files import staged_dir
 from transferlab.core.names import DATASETS, seed_words
+from transferlab.core.paths import ProjectPaths
 from transferlab.core.preflight import prepared
 from transferlab.core.stage import heavy_imports, run_stage
 
@@ -55,12 +56,14 @@ def write_training_rows(folder: Path, images, labels, pipeline, copies: int) -> 
 def preview(images, labels, classes: list[str], pipeline, title: str, path: Path, views: int = 6) -> None:
     """One row per class: its first training image, then ``views`` augmented versions of it."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(len(classes), views + 1, figsize=((views + 1) * 1.0 + 1.2, len(classes) * 1.0 + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(classes), views + 1, figsize=((views + 1) * 1.0 + 1.2, len(classes) * 1.0 + 0.5), squeeze=False
+    )
     for row, name in enumerate(classes):
         original = np.asarray(images[int(np.flatnonzero(labels == row)[0])])
         for col in range(views + 1):
@@ -79,28 +82,29 @@ def preview(images, labels, classes: list[str], pipeline, title: str, path: Path
 
 def main(argv: list[str]) -> None:
     cfg = load_config("augment", argv)
-    where = paths(cfg)
-    root = project_root()
+    where = ProjectPaths.of(cfg)
+    root = where.root
     from transferlab.data.augmentation import pipeline_config
 
     plans = {}
     for dataset in DATASETS:  # every pipeline checked before any work
         name = pipeline_name(cfg, root, dataset)
         plans[dataset] = (name, pipeline_config(root, name))
-    inputs = {where["raw"] / d / "card.json": "download" for d in DATASETS}
-    with prepared("augment", inputs, [where["augmented"], where["reports"] / "augment"]):
+    inputs = where.dataset_inputs(DATASETS, augmented=False)
+    with prepared("augment", inputs, [where.augmented, where.augment_previews()]):
         with heavy_imports():
             import numpy as np
             from omegaconf import OmegaConf
 
+            from transferlab.core.artifacts import AugmentMeta, DatasetCard
             from transferlab.core.config import save_config
-            from transferlab.core.files import write_json, write_text
-            from transferlab.data.arrays import load_card, load_split
+            from transferlab.core.files import write_text
+            from transferlab.data.arrays import load_split
             from transferlab.data.augmentation import PIPELINE_FILE, build_pipeline
-        with staged_dir(where["augmented"]) as staging, staged_dir(where["reports"] / "augment") as previews:
+        with staged_dir(where.augmented) as staging, staged_dir(where.augment_previews()) as previews:
             for dataset, (name, transforms) in plans.items():
-                card = load_card(where["raw"] / dataset)
-                x, y = load_split(where["raw"] / dataset, "train")
+                card = DatasetCard.load(where.card(dataset))
+                x, y = load_split(where.raw_dataset(dataset), "train")
                 copies = cfg.augment.copies if dataset != "source" and transforms else 0
                 seed = int(np.random.SeedSequence(seed_words(cfg.seed or 0, dataset, "copies")).generate_state(1)[0])
                 pipeline = build_pipeline(transforms, seed=seed) if transforms else None
@@ -108,13 +112,21 @@ def main(argv: list[str]) -> None:
                 folder.mkdir()
                 write_training_rows(folder, x, y, pipeline, copies)
                 write_text(folder / PIPELINE_FILE, OmegaConf.to_yaml({"name": name, "transforms": transforms}))
-                write_json(folder / "meta.json", {"classes": card["classes"], "copies": copies,
-                                                  "originals": int(len(y)), "pipeline": name})
-                preview(x, y, card["classes"], build_pipeline(transforms, seed=seed) if transforms else None,
-                        f"{dataset} ({card['source'].get('dataset')}): augmentation '{name}'",
-                        previews / f"{dataset}.png")
-                print(f"{dataset}: augmentation '{name}', {len(y)} training images + {copies} augmented copies "
-                      f"-> {len(y) * (copies + 1)}")
+                AugmentMeta(classes=card.classes, copies=copies, originals=int(len(y)), pipeline=name).save(
+                    folder / "meta.json"
+                )
+                preview(
+                    x,
+                    y,
+                    card.classes,
+                    build_pipeline(transforms, seed=seed) if transforms else None,
+                    f"{dataset} ({card.dataset}): augmentation '{name}'",
+                    previews / f"{dataset}.png",
+                )
+                print(
+                    f"{dataset}: augmentation '{name}', {len(y)} training images + {copies} augmented copies "
+                    f"-> {len(y) * (copies + 1)}"
+                )
             save_config(cfg, staging / "config.yaml")
 
 

@@ -9,8 +9,8 @@ The work is in transferlab.training.comparison.
 
 from __future__ import annotations
 
-from transferlab.core.config import load_config, paths, project_root
-from transferlab.core.files import scratch_dir
+from transferlab.core.config import load_config
+from transferlab.core.paths import ProjectPaths
 from transferlab.core.preflight import prepared
 from transferlab.core.stage import heavy_imports, launched_as_global_zero, run_stage
 from transferlab.tracking.store import check_store
@@ -18,15 +18,14 @@ from transferlab.tracking.store import check_store
 
 def main(argv: list[str]) -> None:
     cfg = load_config("cut_sweep", argv)
-    where = paths(cfg)
-    inputs = {where["models"] / "pretrain" / "meta.json": "pretrain", where["models"] / "pretrain" / "backbone.pt": "pretrain",
-              **{where["augmented"] / q / "meta.json": "augment" for q in cfg.cut_sweep.quadrants}}
-    with prepared("cut_sweep", inputs, [where["models"] / "cut_sweep"], check_store):
+    where = ProjectPaths.of(cfg)
+    inputs = {**where.pretrain_inputs(), **where.dataset_inputs(list(cfg.cut_sweep.quadrants))}
+    with prepared("cut_sweep", inputs, [where.cut_sweep], check_store):
         with heavy_imports():
             from transferlab.tracking.runs import open_pipeline
             from transferlab.training.comparison import run_cut_sweep
         parent = open_pipeline(cfg).run_id if launched_as_global_zero() else None
-        run_cut_sweep(cfg, scratch_dir(project_root(), "state", "cut_sweep"), parent)
+        run_cut_sweep(cfg, where.state("cut_sweep"), parent)
 
 
 if __name__ == "__main__":

@@ -23,20 +23,21 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import cast
 
 import numpy as np
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from transferlab.core.config import check_option, load_config, paths, project_root, save_config
+from transferlab.core.config import check_option, load_config, project_root, read_yaml, save_config
 from transferlab.core.errors import ConfigError
-from transferlab.core.files import staged_dir, write_json
+from transferlab.core.files import staged_dir
 from transferlab.core.names import DATASETS, QUADRANTS, SPLITS
-from transferlab.core.schema import DatasetUse
+from transferlab.core.paths import ProjectPaths
 from transferlab.core.preflight import prepared
+from transferlab.core.schema import DatasetUse
 from transferlab.core.stage import run_stage
 from transferlab.datasets import prepare
 from transferlab.datasets.sources import GeneratedSource
@@ -46,39 +47,25 @@ SPLIT_SEED = {"train": 0, "val": 1, "test": 2}
 
 @dataclass
 class Plan:
-    name: str                              # source, or the quadrant
+    name: str  # source, or the quadrant
     use: DatasetUse
-    counts: dict[str, Optional[int]]       # images per class for train / val / test (None: all the rest)
-
-
-def _use(cfg: DictConfig, key: str) -> DatasetUse:
-    node = OmegaConf.select(cfg, f"experiment.{key}")
-    if node is None:
-        raise ConfigError(f"experiment {cfg.experiment.name} has no {key} (see conf/experiment/builtin.yaml)")
-    return OmegaConf.to_object(node)
+    counts: dict[str, int | None]  # images per class for train / val / test (None: all the rest)
 
 
 def plans(cfg: DictConfig) -> list[Plan]:
+    """The five datasets to prepare, with their counts per class (the experiment was checked with the
+    config: core.schema.check_experiment)."""
     data = cfg.data
 
     def held_out(use: DatasetUse) -> dict:
         return {"val": use.val_per_class or data.val_per_class, "test": use.test_per_class or data.test_per_class}
 
-    source = _use(cfg, "source")
-    out = [Plan("source", source, {"train": source.train_per_class or data.source_train_per_class,
-                                   **held_out(source)})]
-    unknown = sorted(set(cfg.experiment.targets) - set(QUADRANTS))
-    if unknown:
-        raise ConfigError(f"unknown key 'experiment.targets.{unknown[0]}' (allowed: {', '.join(QUADRANTS)})")
+    source = cast(DatasetUse, OmegaConf.to_object(cfg.experiment.source))
+    out = [Plan("source", source, {"train": source.train_per_class or data.source_train_per_class, **held_out(source)})]
     for quadrant in QUADRANTS:
-        use = _use(cfg, f"targets.{quadrant}")
-        if use.size not in ("small", "large"):
-            raise ConfigError(f"experiment.targets.{quadrant}.size={use.size!r} is not allowed (allowed: small, large)")
+        use = cast(DatasetUse, OmegaConf.to_object(cfg.experiment.targets[quadrant]))
         train = use.train_per_class or data[f"{use.size}_train_per_class"]
         out.append(Plan(quadrant, use, {"train": train, **held_out(use)}))
-    if data.on_bad_image not in prepare.BAD_IMAGE_POLICIES:
-        raise ConfigError(f"data.on_bad_image={data.on_bad_image!r} is not allowed "
-                          f"(allowed: {', '.join(prepare.BAD_IMAGE_POLICIES)})")
     return out
 
 
@@ -87,7 +74,7 @@ def build_sources(cfg: DictConfig, root: Path, names: list[str]) -> dict:
     cfg.datasets = {}
     for name in names:
         check_option(root, "dataset", name)
-        dataset_file = OmegaConf.load(root / "conf" / "dataset" / f"{name}.yaml")
+        dataset_file = read_yaml(root / "conf" / "dataset" / f"{name}.yaml")
         dataset_file.pop("augment", None)  # the augment stage's
         cfg.datasets[name] = dataset_file
     try:
@@ -98,7 +85,9 @@ def build_sources(cfg: DictConfig, root: Path, names: list[str]) -> dict:
     for name in names:
         missing = OmegaConf.missing_keys(cfg.datasets[name])
         if missing:
-            raise ConfigError(f"conf/dataset/{name}.yaml: {', '.join(sorted(missing))} not set (it is ???: edit the file)")
+            raise ConfigError(
+                f"conf/dataset/{name}.yaml: {', '.join(sorted(missing))} not set (it is ???: edit the file)"
+            )
         try:
             sources[name] = instantiate(cfg.datasets[name], _convert_="all")
         except InstantiationException as err:
@@ -109,7 +98,7 @@ def build_sources(cfg: DictConfig, root: Path, names: list[str]) -> dict:
     return sources
 
 
-def check_classes(plan: Plan, source) -> list[str]:
+def check_classes(plan: Plan, source) -> list[str] | None:
     """The plan's classes, checked against the source's when it knows them before fetching."""
     known = getattr(source, "classes", None)
     chosen = plan.use.classes if plan.use.classes is not None else known
@@ -121,9 +110,10 @@ def check_classes(plan: Plan, source) -> list[str]:
         unknown = [c for c in chosen if c not in known]
         if unknown:
             shown = ", ".join(known[:30]) + (f", ... ({len(known)} in all)" if len(known) > 30 else "")
-            raise ConfigError(f"experiment {plan.name}: unknown classes {unknown} for dataset {plan.use.dataset} "
-                              f"(allowed: {shown})")
-    return chosen
+            raise ConfigError(
+                f"experiment {plan.name}: unknown classes {unknown} for dataset {plan.use.dataset} (allowed: {shown})"
+            )
+    return list(chosen) if chosen is not None else None
 
 
 def prepare_generated(cfg: DictConfig, plan: Plan, source: GeneratedSource, folder: Path, pool, scans) -> dict:
@@ -131,14 +121,24 @@ def prepare_generated(cfg: DictConfig, plan: Plan, source: GeneratedSource, fold
         if plan.counts[split] is None:
             raise ConfigError(f"{plan.name}: generated data needs a number of images per class for {split} (got null)")
     classes = check_classes(plan, source)
+    assert classes is not None  # a generated source knows its classes
     folder.mkdir(parents=True)
     manifest = []
     for split in SPLITS:  # classes render in parallel in the pool
         seed_words = [cfg.seed or 0, DATASETS.index(plan.name), SPLIT_SEED[split]]
-        x, y = source.generate(classes, plan.counts[split], seed_words, cfg.data.image_size, pool)
+        x, y = source.generate(classes, int(plan.counts[split] or 0), seed_words, cfg.data.image_size, pool)
         prepare.write_arrays(folder, split, x, y, np.arange(len(y)))
-        manifest += [{"file": f"generated:{split}[{i}]", "sha256": hashlib.sha256(x[i].tobytes()).hexdigest(),
-                      "label": classes[int(y[i])], "split": split, "index": i, "left_out": ""} for i in range(len(y))]
+        manifest += [
+            {
+                "file": f"generated:{split}[{i}]",
+                "sha256": hashlib.sha256(x[i].tobytes()).hexdigest(),
+                "label": classes[int(y[i])],
+                "split": split,
+                "index": i,
+                "left_out": "",
+            }
+            for i in range(len(y))
+        ]
     prepare.write_manifest(folder, manifest)
     return {"classes": classes, "extra": {"left_out": 0, "ignored_files": 0}}
 
@@ -149,25 +149,36 @@ def split_sources(plan: Plan, source) -> dict[str, str]:
     draws_from = {split: split if split in source.splits else "train" for split in SPLITS}
     if plan.use.test_from == "val":
         if "val" not in source.splits or "test" in source.splits:
-            raise ConfigError(f"experiment.{plan.name}.test_from=val needs a dataset with a val split and no test "
-                              f"split ({plan.use.dataset} has {', '.join(source.splits)})")
+            raise ConfigError(
+                f"experiment.{plan.name}.test_from=val needs a dataset with a val split and no test "
+                f"split ({plan.use.dataset} has {', '.join(source.splits)})"
+            )
         draws_from.update(test="val", val="train")
-    elif plan.use.test_from != "test":
-        raise ConfigError(f"experiment.{plan.name}.test_from={plan.use.test_from!r} is not allowed (allowed: test, val)")
     return draws_from
 
 
 def shortfall(plan: Plan, classes: list[str], src: str, draws_from: dict[str, str]):
-    """The 'too few images' message for a class of source split ``src``: what was asked, from where, and the ways out."""
+    """The 'too few images' message for a class of source split ``src``: what was asked, from where, and the
+    ways out."""
+
     def describe(cls: int, usable: int, fixed: list[str], open_ended: list[str]) -> str:
         asked = " + ".join(f"{plan.counts[s]} ({s})" for s in fixed)
         asked += f" + at least 1 ({open_ended[0]})" if open_ended else ""
         carved = [s for s, f in draws_from.items() if f == src and s != src]
-        why = (f"; {' and '.join(carved)} {'is' if len(carved) == 1 else 'are'} carved out of split {src} because "
-               f"{plan.use.dataset} has no {' or '.join(carved)} split of its own") if carved else ""
-        return (f"{plan.name}: class {classes[cls]!r} has {usable} usable images in split {src} of {plan.use.dataset}, "
-                f"asked for {asked}{why}. Lower data.*_per_class, set train_per_class / val_per_class / "
-                f"test_per_class on experiment.{plan.name}, or (for a folder with val/ but no test/) test_from: val")
+        why = (
+            (
+                f"; {' and '.join(carved)} {'is' if len(carved) == 1 else 'are'} carved out of split {src} because "
+                f"{plan.use.dataset} has no {' or '.join(carved)} split of its own"
+            )
+            if carved
+            else ""
+        )
+        return (
+            f"{plan.name}: class {classes[cls]!r} has {usable} usable images in split {src} of {plan.use.dataset}, "
+            f"asked for {asked}{why}. Lower data.*_per_class, set train_per_class / val_per_class / "
+            f"test_per_class on experiment.{plan.name}, or (for a folder with val/ but no test/) test_from: val"
+        )
+
     return describe
 
 
@@ -179,16 +190,22 @@ def prepare_real(cfg: DictConfig, plan: Plan, source, folder: Path, pool, scans:
     all_classes = scanned["train"].raw.classes
     for src, found in scanned.items():
         if found.raw.classes != all_classes:
-            raise ConfigError(f"{where}: split {src} has classes {found.raw.classes[:10]}..., train has "
-                              f"{all_classes[:10]}...")
+            raise ConfigError(
+                f"{where}: split {src} has classes {found.raw.classes[:10]}..., train has {all_classes[:10]}..."
+            )
     source.classes = all_classes
     classes = check_classes(plan, source)
+    assert classes is not None  # known from the scan
     class_map = np.full(len(all_classes), -1, dtype=np.int64)
     class_map[[all_classes.index(c) for c in classes]] = np.arange(len(classes))
     chosen = {src: np.flatnonzero(class_map[found.labels] >= 0) for src, found in scanned.items()}
 
-    problems = [prepare.Problem("bad", src, i, reason) for src, found in scanned.items()
-                for i, reason in found.unreadable.items() if class_map[found.labels[i]] >= 0]
+    problems = [
+        prepare.Problem("bad", src, i, reason)
+        for src, found in scanned.items()
+        for i, reason in found.unreadable.items()
+        if class_map[found.labels[i]] >= 0
+    ]
     problems += prepare.content_problems(scanned, chosen, all_classes, draws_from)
     if problems and policy == "fail":
         order = {"conflict": 0, "bad": 1, "duplicate": 2, "leakage": 3}
@@ -196,39 +213,65 @@ def prepare_real(cfg: DictConfig, plan: Plan, source, folder: Path, pool, scans:
     left_out = {(p.source, p.index): p.reason for p in problems}
 
     folder.mkdir(parents=True)
-    manifest, images, labels = [], {split: [] for split in SPLITS}, {split: [] for split in SPLITS}
+    manifest: list[dict] = []
+    images: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
+    labels: dict[str, list[int]] = {split: [] for split in SPLITS}
     for src, found in scanned.items():
         usable = np.asarray([i for i in chosen[src] if (src, int(i)) not in left_out], dtype=np.int64)
         wanted = {split: plan.counts[split] for split in SPLITS if draws_from[split] == src}
         seed_words = [cfg.seed or 0, DATASETS.index(plan.name), SPLIT_SEED[src]]
-        picked = prepare.pick_and_decode(found, usable, class_map, wanted, seed_words, size, policy, pool, where,
-                                         shortfall(plan, classes, src, draws_from))
-        placed = {}
+        picked = prepare.pick_and_decode(
+            found,
+            usable,
+            class_map,
+            wanted,
+            seed_words,
+            size,
+            policy,
+            pool,
+            where,
+            shortfall(plan, classes, src, draws_from),
+        )
+        placed: dict[int, tuple[str, int | str]] = {}
         for split, positions in picked.rows.items():
             for row, i in enumerate(positions):
                 images[split].append(picked.images[i])
-                labels[split].append(class_map[found.labels[i]])
+                labels[split].append(int(class_map[found.labels[i]]))
                 placed[i] = (split, row)
         left_out.update({(src, i): reason for i, reason in picked.bad.items()})
-        for i in chosen[src]:
-            i = int(i)
-            split, row = placed.get(i, ("", ""))
-            manifest.append({"file": found.keys[i], "sha256": found.digests[i],
-                             "label": all_classes[int(found.labels[i])], "split": split, "index": row,
-                             "left_out": left_out.get((src, i), "" if split else "not picked")})
+        for position in chosen[src]:
+            i = int(position)
+            in_split, at_row = placed.get(i, ("", ""))
+            manifest.append(
+                {
+                    "file": found.keys[i],
+                    "sha256": found.digests[i],
+                    "label": all_classes[int(found.labels[i])],
+                    "split": in_split,
+                    "index": at_row,
+                    "left_out": left_out.get((src, i), "" if in_split else "not picked"),
+                }
+            )
     for split in SPLITS:
         prepare.write_split(folder, split, images[split], np.asarray(labels[split], dtype=np.int64), size)
     prepare.write_manifest(folder, manifest)
     ignored = sum(found.raw.ignored for found in scanned.values())
     skipped = sum(1 for row in manifest if row["left_out"] and row["left_out"] != "not picked")
-    return {"classes": classes, "extra": {"left_out": skipped, "ignored_files": ignored,
-                                          "splits_drawn_from": draws_from, "test_from": plan.use.test_from}}
+    return {
+        "classes": classes,
+        "extra": {
+            "left_out": skipped,
+            "ignored_files": ignored,
+            "splits_drawn_from": draws_from,
+            "test_from": plan.use.test_from,
+        },
+    }
 
 
 def check_sizes(cfg: DictConfig, todo: list[Plan], sources: dict, raw: Path) -> None:
     """Generated data is made to the asked counts: refuse counts the disk or the memory cannot hold,
     before generating anything (real data is bounded by the images it has, checked when picking)."""
-    pixels = cfg.data.image_size ** 2 * 3
+    pixels = cfg.data.image_size**2 * 3
     total, largest, where = 0, 0, ""
     for plan in todo:
         source = sources[plan.use.dataset]
@@ -247,11 +290,15 @@ def check_sizes(cfg: DictConfig, todo: list[Plan], sources: dict, raw: Path) -> 
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     gb = 1 << 30
     if total > free:
-        raise ConfigError(f"the data.*_per_class counts would need {total / gb:.1f} GB for data/raw, {free / gb:.1f} GB "
-                          f"are free: lower them")
+        raise ConfigError(
+            f"the data.*_per_class counts would need {total / gb:.1f} GB for data/raw, {free / gb:.1f} GB "
+            f"are free: lower them"
+        )
     if largest > memory / 2:
-        raise ConfigError(f"the data.*_per_class counts would need {largest / gb:.1f} GB of memory for {where}, "
-                          f"{memory / gb:.1f} GB are available: lower them")
+        raise ConfigError(
+            f"the data.*_per_class counts would need {largest / gb:.1f} GB of memory for {where}, "
+            f"{memory / gb:.1f} GB are available: lower them"
+        )
 
 
 def main(argv: list[str]) -> None:
@@ -262,11 +309,12 @@ def main(argv: list[str]) -> None:
     for plan in todo:
         if isinstance(sources[plan.use.dataset], GeneratedSource) or plan.use.classes is not None:
             check_classes(plan, sources[plan.use.dataset])
-    where = paths(cfg)
-    check_sizes(cfg, todo, sources, where["raw"])
-    raw = where["raw"]
+    where = ProjectPaths.of(cfg)
+    check_sizes(cfg, todo, sources, where.raw)
+    raw = where.raw
     with prepared("download", {}, [raw]):
-        # Under `dvc exp run --queue` the stage runs in a temporary copy: keep the download cache in the real repository.
+        # Under `dvc exp run --queue` the stage runs in a temporary copy: keep the download cache in the real
+        # repository.
         downloads = Path(os.environ.get("DVC_ROOT", root)) / cfg.paths.downloads
         for name, source in sources.items():
             source.fetch(downloads / name)
@@ -277,14 +325,21 @@ def main(argv: list[str]) -> None:
                 folder = staging / plan.name
                 make = prepare_generated if isinstance(source, GeneratedSource) else prepare_real
                 made = make(cfg, plan, source, folder, pool, scans)
-                info = prepare.card(folder, plan.name, made["classes"],
-                                    {"dataset": plan.use.dataset, **source.describe()}, cfg.data.image_size,
-                                    {"seed": cfg.seed, "on_bad_image": cfg.data.on_bad_image, **made["extra"]})
-                write_json(folder / "card.json", info)
-                counts = "/".join(str(info["counts"][s]) for s in SPLITS)
-                print(f"{plan.name}: {plan.use.dataset}, {len(made['classes'])} classes, train/val/test images = "
-                      f"{counts}" + (f", {info['left_out']} left out (see {raw / plan.name / 'manifest.csv'})"
-                                     if info["left_out"] else ""))
+                info = prepare.card(
+                    folder,
+                    plan.name,
+                    made["classes"],
+                    {"dataset": plan.use.dataset, **source.describe()},
+                    cfg.data.image_size,
+                    {"seed": cfg.seed, "on_bad_image": cfg.data.on_bad_image, **made["extra"]},
+                )
+                info.save(folder / "card.json")
+                counts = "/".join(str(info.counts[s]) for s in SPLITS)
+                print(
+                    f"{plan.name}: {plan.use.dataset}, {len(made['classes'])} classes, train/val/test images = "
+                    f"{counts}"
+                    + (f", {info.left_out} left out (see {raw / plan.name / 'manifest.csv'})" if info.left_out else "")
+                )
             save_config(cfg, staging / "config.yaml")
 
 

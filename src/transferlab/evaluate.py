@@ -17,102 +17,128 @@ goes to .transferlab/registry/<quadrant>.json (version numbers are not DVC outpu
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from transferlab.core.config import load_config, paths, project_root
+from transferlab.core.config import load_config
 from transferlab.core.errors import ConfigError
-from transferlab.core.files import scratch_dir
 from transferlab.core.names import QUADRANTS
+from transferlab.core.paths import COMPARISON, ProjectPaths
 from transferlab.core.preflight import prepared
 from transferlab.core.stage import heavy_imports, run_stage
 from transferlab.tracking.store import check_store
 
-COMPARISON_FILE = "comparison.json"
 
-
-def registry_record(root: Path, quadrant: str) -> Path:
-    return scratch_dir(root, "registry") / f"{quadrant}.json"
-
-
-def evaluate_winners(cfg, verdicts: dict, out: Path, parent: str | None) -> None:
-    """Test, log and register each quadrant's winner; write the stage's outputs (staged, then swapped in)."""
+def evaluate_winners(cfg, verdicts, parent: str | None) -> None:
+    """Test, log and register each quadrant's winner (``verdicts``: a ``Comparison``); write the stage's
+    outputs (staged, then swapped in)."""
     import numpy as np
 
     from transferlab.analysis import figures
-    from transferlab.core.files import staged_dir, write_json
-    from transferlab.data.arrays import load_card, load_split
+    from transferlab.core.artifacts import DatasetCard, RegistryDecision
+    from transferlab.core.files import staged_dir, write_text
+    from transferlab.data.arrays import load_split
     from transferlab.tracking import registry, runs
     from transferlab.training.budget import file_sha256
     from transferlab.training.evaluation import evaluate, per_class_table
     from transferlab.training.module import load_model
 
-    where = paths(cfg)
+    where = ProjectPaths.of(cfg)
     experiment = cfg.tracking.experiment_name
-    decisions = {}
-    with staged_dir(out) as staging:
-        for quadrant, entry in verdicts.items():
-            verdict = entry["verdict"]
-            winner, seed = verdict["winner"], verdict["chosen_seed"]
-            model_file = where["models"] / "finetune" / winner / quadrant / "model.pt"
+    decisions: dict[str, RegistryDecision] = {}
+    with staged_dir(where.evaluation) as staging:
+        for quadrant, entry in verdicts.quadrants.items():
+            verdict = entry.verdict
+            winner, seed = verdict.winner, verdict.chosen_seed
+            model_file = where.regime_model(winner, quadrant)
             module = load_model(model_file)
-            classes = load_card(where["raw"] / quadrant)["classes"]
-            entry["num_classes"] = len(classes)
-            images, labels = load_split(where["raw"] / quadrant, "test")
+            classes = DatasetCard.load(where.card(quadrant)).classes
+            entry.num_classes = len(classes)
+            images, labels = load_split(where.raw_dataset(quadrant), "test")
             metrics, matrix = evaluate(module, (images, labels), cfg.evaluate.batch_size)
             folder = staging / quadrant
             folder.mkdir()
-            figures.confusion(matrix, classes, f"{quadrant}: winner {winner} (seed {seed}), test acc {metrics['acc']:.3f}",
-                              folder / "confusion.png")
-            (folder / "per_class.csv").write_text(per_class_table(matrix, classes))
+            figures.confusion(
+                matrix,
+                classes,
+                f"{quadrant}: winner {winner} (seed {seed}), test acc {metrics['acc']:.3f}",
+                folder / "confusion.png",
+            )
+            write_text(folder / "per_class.csv", per_class_table(matrix, classes))
             sha = file_sha256(model_file)
             trained_in = runs.find_runs(experiment, f"tags.`model.sha256` = '{sha}'", max_results=1)
-            tags = {"stage": "evaluate", "quadrant": quadrant, "regime": winner, "seed": str(seed),
-                    "dvc.stage": "evaluate", "model.sha256": sha,
-                    **({"training_run": trained_in[0].info.run_id} if trained_in else {})}
-            run_id = runs.start_run(experiment, f"evaluate/{quadrant}", tags, {"model_file": str(
-                model_file.relative_to(project_root()))}, parent, seed)
+            tags = {
+                "stage": "evaluate",
+                "quadrant": quadrant,
+                "regime": winner,
+                "seed": str(seed),
+                "dvc.stage": "evaluate",
+                "model.sha256": sha,
+                **({"training_run": trained_in[0].info.run_id} if trained_in else {}),
+            }
+            run_id = runs.start_run(
+                experiment,
+                f"evaluate/{quadrant}",
+                tags,
+                {"model_file": str(model_file.relative_to(where.root))},
+                parent,
+                seed,
+            )
             runs.log_metrics(run_id, {f"test/{k}": v for k, v in metrics.items()})
             for name in ("confusion.png", "per_class.csv"):
                 runs.log_artifact(run_id, folder / name, "evaluation")
             logged = registry.log_model(run_id, module.net, images, name=f"{quadrant}-{winner}")
-            description = (f"{winner} on {quadrant}: the regime with the best mean validation accuracy over seeds "
-                           f"{list(cfg.seeds)} ({verdict['winner_val']['mean']:.3f}); this is its best-validation "
-                           f"seed ({seed}), test accuracy {metrics['acc']:.4f}.")
+            description = (
+                f"{winner} on {quadrant}: the regime with the best mean validation accuracy over seeds "
+                f"{list(cfg.seeds)} ({verdict.winner_val.mean:.3f}); this is its best-validation "
+                f"seed ({seed}), test accuracy {metrics['acc']:.4f}."
+            )
             decision = registry.register(
-                registry.registered_name(experiment, quadrant), logged,
+                registry.registered_name(experiment, quadrant),
+                logged,
                 {"quadrant": quadrant, "regime": winner, "seed": str(seed), "test_acc": f"{metrics['acc']:.4f}"},
-                description, int(np.trace(matrix)), images, labels, margin=float(cfg.evaluate.promote_margin))
+                description,
+                int(np.trace(matrix)),
+                images,
+                labels,
+                margin=float(cfg.evaluate.promote_margin),
+            )
             runs.finish_run(run_id)
             decisions[quadrant] = decision
-            verdict_text = ("now champion" if decision["promoted"] else "promotion left to `make retrain`"
-                            if decision.get("deferred") else f"champion stays version {decision['champion_version']}")
-            print(f"{quadrant}: winner {winner} (seed {seed}), test acc {metrics['acc']:.4f}; registered "
-                  f"{decision['registered_model']} version {decision['version']}: {verdict_text}")
-        write_json(staging / COMPARISON_FILE, verdicts)
+            verdict_text = (
+                "now champion"
+                if decision.promoted
+                else "promotion left to `make retrain`"
+                if decision.deferred
+                else f"champion stays version {decision.champion_version}"
+            )
+            print(
+                f"{quadrant}: winner {winner} (seed {seed}), test acc {metrics['acc']:.4f}; registered "
+                f"{decision.registered_model} version {decision.version}: {verdict_text}"
+            )
+        verdicts.save(staging / COMPARISON)
     for quadrant, decision in decisions.items():
-        write_json(registry_record(project_root(), quadrant), decision)
+        decision.save(where.registry_record(quadrant))
 
 
 def main(argv: list[str]) -> None:
     cfg = load_config("evaluate", argv)
-    where = paths(cfg)
-    inputs = {where["models"] / "finetune" / r / "results.json": f"finetune@{r}" for r in cfg.regimes}
-    inputs.update({where["raw"] / q / "x_test.npy": "download" for q in QUADRANTS})
-    out = where["reports"] / "evaluate"
-    with prepared("evaluate", inputs, [out], check_store):
+    where = ProjectPaths.of(cfg)
+    inputs = {where.regime_results(r): f"finetune@{r}" for r in cfg.regimes}
+    inputs.update({where.raw_dataset(q) / "x_test.npy": "download" for q in QUADRANTS})
+    with prepared("evaluate", inputs, [where.evaluation], check_store):
         with heavy_imports():
             from transferlab.analysis.verdict import comparison
+            from transferlab.core.artifacts import RegimeResults
             from transferlab.tracking.runs import open_pipeline
-            from transferlab.training.comparison import read_results
-        results = {r: read_results(where["models"], r) for r in cfg.regimes}
+        results = {r: RegimeResults.load(where.regime_results(r)) for r in cfg.regimes}
         for regime, found in results.items():
-            missing = [q for q in QUADRANTS if q not in found["quadrants"]]
-            if missing or sorted(map(int, found["quadrants"][QUADRANTS[0]]["seeds"])) != sorted(cfg.seeds):
-                raise ConfigError(f"models/finetune/{regime}/results.json is from other params (quadrants or seeds "
-                                  f"differ from params.yaml): re-run `dvc repro finetune@{regime}`")
+            missing = [q for q in QUADRANTS if q not in found.quadrants]
+            if missing or sorted(map(int, found.quadrants[QUADRANTS[0]].seeds)) != sorted(cfg.seeds):
+                raise ConfigError(
+                    f"{where.regime_results(regime)} is from other params (quadrants or seeds differ "
+                    f"from params.yaml): re-run `dvc repro finetune@{regime}`"
+                )
         verdicts = comparison(results, list(QUADRANTS))
         parent = open_pipeline(cfg).run_id
-        evaluate_winners(cfg, verdicts, out, parent)
+        evaluate_winners(cfg, verdicts, parent)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ quadrant and seed), <quadrant>/model.pt (the best-validation seed's network),
 
 from __future__ import annotations
 
-from transferlab.core.config import load_config, paths, project_root
-from transferlab.core.files import scratch_dir
+from transferlab.core.config import load_config
 from transferlab.core.names import QUADRANTS
+from transferlab.core.paths import ProjectPaths
 from transferlab.core.preflight import prepared
 from transferlab.core.stage import heavy_imports, launched_as_global_zero, run_stage
 from transferlab.tracking.store import check_store
@@ -22,18 +22,16 @@ from transferlab.tracking.store import check_store
 def main(argv: list[str]) -> None:
     cfg = load_config("finetune", argv)
     regime = cfg.args.regime
-    where = paths(cfg)
-    inputs = {where[kind] / q / name: stage for q in QUADRANTS
-              for kind, name, stage in (("raw", "card.json", "download"), ("augmented", "meta.json", "augment"))}
+    where = ProjectPaths.of(cfg)
+    inputs = where.dataset_inputs(QUADRANTS)
     if cfg.regime[regime].init == "pretrained":
-        inputs[where["models"] / "pretrain" / "meta.json"] = "pretrain"
-        inputs[where["models"] / "pretrain" / "backbone.pt"] = "pretrain"
-    with prepared(f"finetune@{regime}", inputs, [where["models"] / "finetune" / regime], check_store):
+        inputs.update(where.pretrain_inputs())
+    with prepared(f"finetune@{regime}", inputs, [where.finetune(regime)], check_store):
         with heavy_imports():
             from transferlab.tracking.runs import open_pipeline
             from transferlab.training.comparison import run_regime
         parent = open_pipeline(cfg).run_id if launched_as_global_zero() else None
-        run_regime(cfg, regime, scratch_dir(project_root(), "state", f"finetune-{regime}"), parent)
+        run_regime(cfg, regime, where.state(f"finetune@{regime}"), parent)
 
 
 if __name__ == "__main__":

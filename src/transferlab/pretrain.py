@@ -5,8 +5,8 @@ The work is in transferlab.training.pretraining; this module checks the input fi
 
 from __future__ import annotations
 
-from transferlab.core.config import load_config, paths, project_root
-from transferlab.core.files import scratch_dir
+from transferlab.core.config import load_config
+from transferlab.core.paths import ProjectPaths
 from transferlab.core.preflight import prepared
 from transferlab.core.stage import heavy_imports, launched_as_global_zero, run_stage
 from transferlab.tracking.store import check_store
@@ -14,11 +14,10 @@ from transferlab.tracking.store import check_store
 
 def main(argv: list[str]) -> None:
     cfg = load_config("pretrain", argv)
-    where = paths(cfg)
+    where = ProjectPaths.of(cfg)
     from_imagenet = cfg.pretrain.source == "imagenet"
-    inputs = {} if from_imagenet else {where["raw"] / "source" / "card.json": "download",
-                                       where["augmented"] / "source" / "meta.json": "augment"}
-    with prepared("pretrain", inputs, [where["models"] / "pretrain"], None if from_imagenet else check_store):
+    inputs = {} if from_imagenet else where.dataset_inputs(["source"])
+    with prepared("pretrain", inputs, [where.pretrain], None if from_imagenet else check_store):
         with heavy_imports():
             from transferlab.tracking.runs import open_pipeline
             from transferlab.training.pretraining import imagenet_backbone, run_pretrain
@@ -26,7 +25,7 @@ def main(argv: list[str]) -> None:
             imagenet_backbone(cfg)
             return
         parent = open_pipeline(cfg).run_id if launched_as_global_zero() else None
-        run_pretrain(cfg, scratch_dir(project_root(), "state", "pretrain"), parent)
+        run_pretrain(cfg, where.state("pretrain"), parent)
 
 
 if __name__ == "__main__":

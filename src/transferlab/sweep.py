@@ -35,18 +35,20 @@ def run_job(cfg) -> float:
     from transferlab.core.config import load_config
     from transferlab.core.files import write_json
     from transferlab.tracking.runs import open_pipeline
-    from transferlab.training.comparison import RegimeCells
+    from transferlab.training.runner import CellRunner, CellSpec
 
     hydra_cfg = HydraConfig.get()
-    stage_cfg = load_config("sweep", job_arguments(list(hydra_cfg.overrides.task)))
+    arguments = job_arguments(list(hydra_cfg.overrides.task))
+    if not any(a.startswith("seeds=") for a in arguments):  # the sweep config's default seed
+        arguments.append(f"seeds=[{cfg.seed}]")
+    stage_cfg = load_config("sweep", arguments)
     quadrant, regime = stage_cfg.args.quadrant, stage_cfg.args.regime
     out_dir = Path(hydra_cfg.runtime.output_dir)
-    cells = RegimeCells(stage_cfg, regime, out_dir / "state", open_pipeline(stage_cfg).run_id, stage="sweep")
-    results, _ = cells.quadrant(quadrant, cells.starting_weights())
-    [result] = results.values()
-    write_json(out_dir / "cell.json", {"quadrant": quadrant, "regime": regime,
-                                       **{k: v for k, v in result.items() if k != "history"}})
-    return result["val_acc"]  # what a Hydra sweeper would optimise: validation, never test
+    [seed] = stage_cfg.seeds
+    runner = CellRunner(stage_cfg, out_dir / "state", open_pipeline(stage_cfg).run_id)
+    record = runner.run(CellSpec.for_regime(stage_cfg, regime, quadrant, seed, stage="sweep")).record
+    write_json(out_dir / "cell.json", {"quadrant": quadrant, "regime": regime, **record.model_dump(mode="json")})
+    return record.val_acc  # what a Hydra sweeper would optimise: validation, never test
 
 
 def main() -> None:

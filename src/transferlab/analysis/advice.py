@@ -23,28 +23,48 @@ from __future__ import annotations
 
 from typing import Any
 
+from transferlab.core.artifacts import Advice, QuadrantComparison, Recommendation, Stats
 
-def recommend(images_per_class: float, stages: list[str], logme: dict[str, float], logme_random: dict[str, float],
-              small_per_class: int) -> dict[str, Any]:
+
+def recommend(
+    images_per_class: float,
+    stages: list[str],
+    logme: dict[str, float],
+    logme_random: dict[str, float],
+    small_per_class: int,
+) -> Recommendation:
     best = max(stages, key=lambda s: logme[s])
     best_random = max(logme_random.values())
     if logme[best] <= best_random:
-        return {"regime": "scratch", "cut_at": None,
-                "reason": f"the pretrained features explain the labels no better than random ones (LogME "
-                          f"{logme[best]:.3f} at {best} vs {best_random:.3f}): train from scratch"}
+        return Recommendation(
+            regime="scratch",
+            cut_at=None,
+            reason=f"the pretrained features explain the labels no better than random ones (LogME "
+            f"{logme[best]:.3f} at {best} vs {best_random:.3f}): train from scratch",
+        )
     if images_per_class <= small_per_class:
         if best == stages[-1]:
-            return {"regime": "freeze_all", "cut_at": None,
-                    "reason": f"few images ({images_per_class:.0f} per class <= {small_per_class}): train only a "
-                              f"head, on the last stage's features, which score best (LogME {logme[best]:.3f})"}
-        return {"regime": "truncate_freeze", "cut_at": best,
-                "reason": f"few images ({images_per_class:.0f} per class <= {small_per_class}): train only a head, "
-                          f"on the stages up to {best}, whose features score best (LogME {logme[best]:.3f} vs "
-                          f"{logme[stages[-1]]:.3f} for the whole network)"}
-    return {"regime": "finetune_all", "cut_at": None,
-            "reason": f"enough images ({images_per_class:.0f} per class > {small_per_class}) to adapt every "
-                      f"pretrained weight, and the pretrained features transfer (LogME {logme[best]:.3f} at {best} vs "
-                      f"{best_random:.3f} random)"}
+            return Recommendation(
+                regime="freeze_all",
+                cut_at=None,
+                reason=f"few images ({images_per_class:.0f} per class <= {small_per_class}): train "
+                f"only a head, on the last stage's features, which score best (LogME "
+                f"{logme[best]:.3f})",
+            )
+        return Recommendation(
+            regime="truncate_freeze",
+            cut_at=best,
+            reason=f"few images ({images_per_class:.0f} per class <= {small_per_class}): train only "
+            f"a head, on the stages up to {best}, whose features score best (LogME "
+            f"{logme[best]:.3f} vs {logme[stages[-1]]:.3f} for the whole network)",
+        )
+    return Recommendation(
+        regime="finetune_all",
+        cut_at=None,
+        reason=f"enough images ({images_per_class:.0f} per class > {small_per_class}) to adapt every "
+        f"pretrained weight, and the pretrained features transfer (LogME {logme[best]:.3f} at "
+        f"{best} vs {best_random:.3f} random)",
+    )
 
 
 def spearman(a: list[float], b: list[float]) -> float | None:
@@ -56,19 +76,20 @@ def spearman(a: list[float], b: list[float]) -> float | None:
     return float(spearmanr(a, b).statistic)
 
 
-def check(advice: dict, entry: dict, sweep: dict | None) -> dict[str, Any]:
+def check(advice: Advice, entry: QuadrantComparison, sweep: dict[str, dict[str, Stats]] | None) -> dict[str, Any]:
     """The advice against the measured comparison of one quadrant (``entry``: comparison.json's) and,
     when the quadrant was swept, truncate_freeze's cut-point curve (``sweep``: {cut: stats})."""
-    pick, verdict, regimes = advice["recommendation"]["regime"], entry["verdict"], entry["regimes"]
-    winner = regimes[verdict["winner"]]["val"]
-    out: dict[str, Any] = {"pick": pick, "winner": verdict["winner"], "is_winner": pick == verdict["winner"]}
+    pick, verdict, regimes = advice.recommendation.regime, entry.verdict, entry.regimes
+    winner = regimes[verdict.winner].val
+    out: dict[str, Any] = {"pick": pick, "winner": verdict.winner, "is_winner": pick == verdict.winner}
     if pick in regimes:
-        gap = winner["mean"] - regimes[pick]["val"]["mean"]
-        out.update(gap_val=round(gap, 6), within_one_std=gap <= winner["std"])
+        gap = winner.mean - regimes[pick].val.mean
+        out.update(gap_val=round(gap, 6), within_one_std=gap <= winner.std)
     else:
         out.update(gap_val=None, within_one_std=False)
     if sweep:
-        cuts = [c for c in sweep if c in advice["stages"]]
-        out["spearman_cut_sweep"] = spearman([advice["stages"][c]["logme"] for c in cuts],
-                                             [sweep[c]["val"]["mean"] for c in cuts])
+        cuts = [c for c in sweep if c in advice.stages]
+        out["spearman_cut_sweep"] = spearman(
+            [advice.stages[c].logme for c in cuts], [sweep[c]["val"].mean for c in cuts]
+        )
     return out

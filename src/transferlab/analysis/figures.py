@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transferlab.core.artifacts import Comparison, Stats
 from transferlab.core.names import COURSE_NOTE
 
 PNG = {"Software": None}
@@ -14,6 +15,7 @@ PNG = {"Software": None}
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -29,79 +31,81 @@ def confusion(matrix: np.ndarray, classes: list[str], title: str, path: Path) ->
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                color="white" if count > matrix.max() / 2 else "black")
+        ax.text(
+            j,
+            i,
+            str(count),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if count > matrix.max() / 2 else "black",
+        )
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata=PNG)
     plt.close(fig)
 
 
-def heatmap(comparison: dict, regimes: list[str], path: Path) -> None:
+def heatmap(comparison: Comparison, regimes: list[str], path: Path) -> None:
     """Quadrant x regime: mean test accuracy ± std; the winner (chosen on validation) in bold with a
     star, the course note's regime boxed."""
     plt = _pyplot()
     from matplotlib.patches import Rectangle
 
-    quadrants = list(comparison)
-    means = np.array([[comparison[q]["regimes"][r]["test"]["acc"]["mean"] for r in regimes] for q in quadrants])
+    quadrants = list(comparison.quadrants)
+    means = np.array([[comparison[q].regimes[r].test["acc"].mean for r in regimes] for q in quadrants])
     fig, ax = plt.subplots(figsize=(1.9 * len(regimes) + 2.2, 0.9 * len(quadrants) + 1.8))
     image = ax.imshow(means, cmap="viridis", vmin=0, vmax=1)
     for i, q in enumerate(quadrants):
-        winner = comparison[q]["verdict"]["winner"]
+        winner = comparison[q].verdict.winner
         for j, r in enumerate(regimes):
-            test = comparison[q]["regimes"][r]["test"]["acc"]
+            test = comparison[q].regimes[r].test["acc"]
             star = " ★" if r == winner else ""
-            ax.text(j, i, f"{test['mean']:.3f}{star}\n± {test['std']:.3f}", ha="center", va="center", fontsize=8,
-                    color="white" if test["mean"] < 0.6 else "black", fontweight="bold" if r == winner else "normal")
+            ax.text(
+                j,
+                i,
+                f"{test.mean:.3f}{star}\n± {test.std:.3f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if test.mean < 0.6 else "black",
+                fontweight="bold" if r == winner else "normal",
+            )
             if COURSE_NOTE.get(q) == r:
                 ax.add_patch(Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False, edgecolor="red", linewidth=2.5))
-    n = next(iter(comparison.values()))["regimes"][regimes[0]]["val"]["n"]
+    n = next(iter(comparison.quadrants.values())).regimes[regimes[0]].val.n
     ax.set_xticks(range(len(regimes)), regimes, fontsize=8)
     ax.set_yticks(range(len(quadrants)), quadrants, fontsize=8)
-    ax.set_title(f"test accuracy, mean ± std over {n} seeds\n★ bold: winner, chosen on validation; red box: the "
-                 f"course note's regime", fontsize=8)
+    ax.set_title(
+        f"test accuracy, mean ± std over {n} seeds\n★ bold: winner, chosen on validation; red box: the "
+        f"course note's regime",
+        fontsize=8,
+    )
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata=PNG)
     plt.close(fig)
 
 
-def cut_curve(sweep: dict, cuts: list[str], path: Path) -> None:
+def cut_curve(sweep: dict[str, dict[str, dict[str, Stats]]], cuts: list[str], path: Path) -> None:
     """Test accuracy (mean ± std over seeds) against the cut point, one line per quadrant."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for quadrant, by_cut in sweep.items():
-        ax.errorbar(range(len(cuts)), [by_cut[c]["test"]["mean"] for c in cuts],
-                    yerr=[by_cut[c]["test"]["std"] for c in cuts], marker="o", capsize=3, label=quadrant)
+        ax.errorbar(
+            range(len(cuts)),
+            [by_cut[c]["test"].mean for c in cuts],
+            yerr=[by_cut[c]["test"].std for c in cuts],
+            marker="o",
+            capsize=3,
+            label=quadrant,
+        )
     ax.set_xticks(range(len(cuts)), cuts)
     ax.set_xlabel("cut_at: last pretrained stage kept (frozen)")
     ax.set_ylabel("test acc (mean ± std over seeds)")
     ax.set_ylim(0, 1)
     ax.set_title("truncate_freeze: how far up the pretrained features transfer", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata=PNG)
-    plt.close(fig)
-
-
-def learning_curves(rows: list[dict], title: str, path: Path) -> None:
-    """Train/val loss and accuracy per epoch (one line per seed) from a history.csv's rows."""
-    plt = _pyplot()
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for seed in sorted({r["seed"] for r in rows}):
-        mine = [r for r in rows if r["seed"] == seed]
-        for split, style in (("train", "-"), ("val", "--")):
-            points = [(r["epoch"], r[f"{split}_loss"], r[f"{split}_acc"]) for r in mine
-                      if r.get(f"{split}_acc") is not None]
-            if points:
-                epochs, losses, accs = zip(*points)
-                loss_ax.plot(epochs, losses, style, marker=".", label=f"{split} s{seed}")
-                acc_ax.plot(epochs, accs, style, marker=".", label=f"{split} s{seed}")
-    loss_ax.set(xlabel="epoch", ylabel="loss")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
-    acc_ax.legend(fontsize=7, ncols=2)
-    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata=PNG)
     plt.close(fig)

@@ -35,10 +35,10 @@ class LogME:
         n, d = f.shape
         y = (labels[:, None] == classes[None, :]).astype(np.float64)  # (N, C) one-hot
         u, s, _ = np.linalg.svd(f, full_matrices=False)  # f = u diag(s) vh; k = min(N, D)
-        sigma = (s ** 2)[:, None]                          # (k, 1): eigenvalues of f^T f
-        x = u.T @ y                                        # (k, C): labels in the singular basis
-        x2 = x ** 2
-        residual = (y ** 2).sum(axis=0) - x2.sum(axis=0)   # (C,): the part of y outside f's span
+        sigma = (s**2)[:, None]  # (k, 1): eigenvalues of f^T f
+        x = u.T @ y  # (k, C): labels in the singular basis
+        x2 = x**2
+        residual = (y**2).sum(axis=0) - x2.sum(axis=0)  # (C,): the part of y outside f's span
         alpha, beta = np.ones(y.shape[1]), np.ones(y.shape[1])
         for _ in range(self.iterations):
             t = alpha / beta
@@ -52,9 +52,15 @@ class LogME:
         m2 = (sigma * x2 / (t + sigma) ** 2).sum(axis=0)
         res2 = (x2 / (1 + sigma / t) ** 2).sum(axis=0) + residual
         # log p(y | F, alpha, beta) per class; D counts every feature, including directions f lacks
-        evidence = (d / 2 * np.log(alpha) + n / 2 * np.log(beta)
-                    - 0.5 * np.log(alpha + beta * sigma).sum(axis=0) - 0.5 * (d - len(s)) * np.log(alpha)
-                    - beta / 2 * res2 - alpha / 2 * m2 - n / 2 * np.log(2 * np.pi))
+        evidence = (
+            d / 2 * np.log(alpha)
+            + n / 2 * np.log(beta)
+            - 0.5 * np.log(alpha + beta * sigma).sum(axis=0)
+            - 0.5 * (d - len(s)) * np.log(alpha)
+            - beta / 2 * res2
+            - alpha / 2 * m2
+            - n / 2 * np.log(2 * np.pi)
+        )
         self.alphas_, self.betas_, self.evidences_ = alpha, beta, evidence / n
         return float(self.evidences_.mean())
 

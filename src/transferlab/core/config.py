@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -26,10 +26,29 @@ from transferlab.core import schema
 from transferlab.core.errors import ConfigError
 from transferlab.core.names import QUADRANTS, REGIMES
 
+
+def as_dict(node: Any) -> dict[str, Any]:
+    """A config mapping as a plain, resolved dict (what torch code and JSON files take)."""
+    plain = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(plain, dict):
+        raise TypeError(f"expected a mapping, got {type(plain).__name__}")
+    return {str(k): v for k, v in plain.items()}
+
+
 # Groups chosen in params.yaml by `<group>.name` and composed by Hydra.
 GROUPS = ("experiment", "model", "trainer")
-STAGES = ("download", "augment", "pretrain", "finetune", "cut_sweep", "evaluate", "report", "advise", "retrain",
-          "sweep")
+STAGES = (
+    "download",
+    "augment",
+    "pretrain",
+    "finetune",
+    "cut_sweep",
+    "evaluate",
+    "report",
+    "advise",
+    "retrain",
+    "sweep",
+)
 # Arguments that select what a stage runs (required), with their allowed values.
 STAGE_ARGUMENTS = {"finetune": {"regime": REGIMES}, "sweep": {"quadrant": QUADRANTS, "regime": REGIMES}}
 # Optional arguments, any value: `advise dataset=<a folder of data/raw/>` (default: every quadrant).
@@ -93,6 +112,7 @@ def typed(node: Any, schema_class: type, where: str) -> DictConfig:
         OmegaConf.to_container(merged, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise explain(err, where) from None
+    assert isinstance(merged, DictConfig)  # a structured config merges to a mapping
     return merged
 
 
@@ -111,8 +131,9 @@ def _parse_overrides(argv: list[str]) -> list[tuple[str, Any]]:
         if override.is_sweep_override():
             raise ConfigError(f"override {override.input_line!r} is a sweep; sweep with `dvc exp run --queue -S`")
         value = override.value()
-        pairs.append((override.key_or_group, OmegaConf.create({"v": value}).v if isinstance(value, (list, dict))
-                      else value))
+        pairs.append(
+            (override.key_or_group, OmegaConf.create({"v": value}).v if isinstance(value, (list, dict)) else value)
+        )
     return pairs
 
 
@@ -131,7 +152,7 @@ def _conf_regime_keys(root: Path, regime: str) -> set[str]:
     if not path.is_file():
         return set()
     conf = read_yaml(path)
-    return {k for k in conf if not OmegaConf.is_missing(conf, k)}
+    return {str(k) for k in conf if not OmegaConf.is_missing(conf, k)}
 
 
 def _params_key(root: Path, params: DictConfig, key: str) -> str | None:
@@ -156,12 +177,12 @@ def unknown_key(cfg: DictConfig, key: str) -> ConfigError:
     return ConfigError(f"unknown key {key!r}")
 
 
-def load_params(root: Path, overrides: list[tuple[str, Any]] = ()) -> tuple[DictConfig, list[tuple[str, Any]]]:
+def load_params(root: Path, overrides: list[tuple[str, Any]] | None = None) -> tuple[DictConfig, list[tuple[str, Any]]]:
     """params.yaml with the overrides that belong to it applied, checked against the schema;
     returns it and the overrides left for conf/."""
     params = read_yaml(root / "params.yaml")
     late = []
-    for key, value in overrides:
+    for key, value in overrides or []:
         target = _params_key(root, params, key)
         if target is None:
             late.append((key, value))
@@ -223,10 +244,12 @@ def regime_config(root: Path, name: str, settings: Any) -> DictConfig:
     settings = settings if settings is not None else {}
     defined = sorted(k for k in settings if k in base and not OmegaConf.is_missing(base, k))
     if defined:  # one source of truth: params.yaml may only fill what conf/ leaves open (???) and add lr
-        raise ConfigError(f"regime.{name}.{defined[0]} is set in both params.yaml and conf/regime/{name}.yaml "
-                          f"(set it in one place)")
-    merged = typed(OmegaConf.merge(base, settings), schema.RegimeConf, f"regime.{name} (conf/regime/{name}.yaml "
-                                                                       f"+ params.yaml)")
+        raise ConfigError(
+            f"regime.{name}.{defined[0]} is set in both params.yaml and conf/regime/{name}.yaml (set it in one place)"
+        )
+    merged = typed(
+        OmegaConf.merge(base, settings), schema.RegimeConf, f"regime.{name} (conf/regime/{name}.yaml + params.yaml)"
+    )
     schema.check_regime(name, merged)
     merged.name = name
     return merged
@@ -237,15 +260,22 @@ def _check_groups(cfg: DictConfig) -> None:
     target = cfg.model.get("_target_")
     args = schema.MODEL_ARGS.get(target)
     if args is None:
-        raise ConfigError(f"conf/model/{cfg.model.name}.yaml: _target_={target!r} is not allowed "
-                          f"(allowed: {', '.join(schema.MODEL_ARGS)})")
+        raise ConfigError(
+            f"conf/model/{cfg.model.name}.yaml: _target_={target!r} is not allowed "
+            f"(allowed: {', '.join(schema.MODEL_ARGS)})"
+        )
     model_args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
     typed(model_args, args, f"model {cfg.model.name} (conf/model/{cfg.model.name}.yaml)")
-    cfg.trainer = typed(cfg.trainer, schema.TrainerConf, f"trainer {cfg.trainer.name} "
-                                                          f"(conf/trainer/{cfg.trainer.name}.yaml)")
+    cfg.trainer = typed(
+        cfg.trainer, schema.TrainerConf, f"trainer {cfg.trainer.name} (conf/trainer/{cfg.trainer.name}.yaml)"
+    )
     schema.check_trainer(cfg.trainer)
-    cfg.experiment = typed(cfg.experiment, schema.ExperimentConf, f"experiment {cfg.experiment.name} "
-                                                                  f"(conf/experiment/{cfg.experiment.name}.yaml)")
+    cfg.experiment = typed(
+        cfg.experiment,
+        schema.ExperimentConf,
+        f"experiment {cfg.experiment.name} (conf/experiment/{cfg.experiment.name}.yaml)",
+    )
+    schema.check_experiment(cfg.experiment)
     typed(cfg.tracking, schema.TrackingConf, "conf/tracking")
 
 
@@ -277,8 +307,8 @@ def load_config(stage: str, argv: list[str] | None = None, root: Path | None = N
     cfg.regime = {name: regime_config(root, name, params.regime.get(name)) for name in REGIMES}
     for key, value in late:  # conf/ values set on the command line
         if not _exists(cfg, key):
-            merged = OmegaConf.merge(cfg, {k: v for k, v in OmegaConf.to_container(params).items() if k not in cfg})
-            raise unknown_key(merged, key)
+            merged = OmegaConf.merge(cfg, {k: v for k, v in as_dict(params).items() if k not in cfg})
+            raise unknown_key(cast(DictConfig, merged), key)
         try:
             OmegaConf.update(cfg, key, value, merge=True)
         except OmegaConfBaseException as err:
@@ -288,9 +318,10 @@ def load_config(stage: str, argv: list[str] | None = None, root: Path | None = N
         for name in REGIMES:
             cfg.regime[name] = typed(cfg.regime[name], schema.RegimeConf, f"regime.{name}")
             schema.check_regime(name, cfg.regime[name])
-    plain = OmegaConf.to_container(params)
-    cfg = OmegaConf.merge(cfg, {k: v for k, v in plain.items() if k not in ("regime", *GROUPS)})
+    plain = as_dict(params)
+    cfg = cast(DictConfig, OmegaConf.merge(cfg, {k: v for k, v in plain.items() if k not in ("regime", *GROUPS)}))
     schema.check_cut_points(cfg)
+    schema.check_phases(cfg)
     cfg.stage = stage
     cfg.args = args
     try:
@@ -314,13 +345,7 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
         return {prefix: node}
     flat: dict[str, Any] = {}
     for key, value in node.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        flat.update(flatten(value, f"{prefix}.{key!s}" if prefix else str(key)))
     if not flat and prefix:
         flat[prefix] = node
     return flat
-
-
-def paths(cfg: DictConfig, root: Path | None = None) -> dict[str, Path]:
-    """The configured folders, absolute, under the project root."""
-    root = root or project_root()
-    return {name: root / value for name, value in cfg.paths.items()}

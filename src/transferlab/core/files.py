@@ -17,8 +17,9 @@ import fcntl
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 from transferlab.core.errors import ConfigError
 
@@ -45,12 +46,6 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 def write_json(path: Path, payload: dict, sort_keys: bool = True) -> None:
     write_text(path, json.dumps(payload, indent=2, sort_keys=sort_keys) + "\n")
-
-
-def replace_file(tmp: Path, path: Path) -> None:
-    """Move a finished temporary file into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -89,8 +84,9 @@ def stage_lock(root: Path, name: str) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise StageBusy(f"{name} is already running ({holder}); wait for it to finish or stop it, "
-                            f"then run again") from None
+            raise StageBusy(
+                f"{name} is already running ({holder}); wait for it to finish or stop it, then run again"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
@@ -101,9 +97,25 @@ def stage_lock(root: Path, name: str) -> Iterator[None]:
 
 
 def writable_or_error(path: Path) -> None:
-    """Fail with one line when ``path`` (or the folder it would be created in) is not writable."""
-    probe = path
+    """Fail with one line when ``path``, or the folder it is written in, is not writable: every output is
+    written under a temporary name beside it and then renamed (``write_bytes``, ``staged_dir``), so the
+    folder must take new entries even when ``path`` itself exists."""
+    probe = path.parent
     while not probe.exists():
         probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise ConfigError(f"cannot write {path}: {probe} is not writable (check its permissions)")
+    for where in (probe, path):
+        if where.exists() and not os.access(where, os.W_OK):
+            raise ConfigError(f"cannot write {path}: {where} is not writable (check its permissions)")
+
+
+def csv_text(columns: list[str], rows: list[list[Any]] | list[tuple[Any, ...]]) -> str:
+    """CSV with a header, quoted where a value needs it (a class named ``rose, red`` stays one field),
+    ``\\n`` line ends; values are written with ``str`` (format them first where that matters)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -8,8 +8,12 @@ DATASETS = ("source", *QUADRANTS)
 REGIMES = ("freeze_all", "truncate_freeze", "finetune_all", "scratch")
 # What the course note prescribes for each quadrant (docs/regimes.md). Used only to say where
 # its choice ranked; winners are chosen on validation data, never by this table.
-COURSE_NOTE = {"small_similar": "freeze_all", "small_different": "truncate_freeze",
-               "large_similar": "finetune_all", "large_different": "scratch"}
+COURSE_NOTE = {
+    "small_similar": "freeze_all",
+    "small_different": "truncate_freeze",
+    "large_similar": "finetune_all",
+    "large_different": "scratch",
+}
 SPLITS = ("train", "val", "test")
 
 

@@ -5,8 +5,8 @@ process runs the same stage, and the tracking store works."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from transferlab.core.config import project_root
 from transferlab.core.errors import ConfigError
@@ -29,8 +29,9 @@ def require_inputs(inputs: dict[Path, str]) -> None:
 
 
 @contextlib.contextmanager
-def prepared(stage_name: str, inputs: dict[Path, str], outputs: list[Path],
-             check_store: Callable[[], None] | None = None) -> Iterator[None]:
+def prepared(
+    stage_name: str, inputs: dict[Path, str], outputs: list[Path], check_store: Callable[[], None] | None = None
+) -> Iterator[None]:
     """Check inputs and outputs, hold the stage's lock (global rank 0), check the tracking store (stages
     that track pass ``transferlab.tracking.store.check_store``); then run the block."""
     require_inputs(inputs)

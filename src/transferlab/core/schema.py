@@ -179,14 +179,14 @@ MODEL_ARGS = {
 class DatasetUse:
     """One dataset entry of an experiment (its source or a target)."""
 
-    dataset: str = MISSING                 # a file of conf/dataset/
-    classes: Optional[List[str]] = None    # null: every class of the dataset, in its order
-    size: Optional[str] = None             # targets: small | large (data.<size>_train_per_class)
+    dataset: str = MISSING  # a file of conf/dataset/
+    classes: Optional[List[str]] = None  # null: every class of the dataset, in its order
+    size: Optional[str] = None  # targets: small | large (data.<size>_train_per_class)
     train_per_class: Optional[int] = None  # overrides the size's count for this dataset
-    val_per_class: Optional[int] = None    # override data.val_per_class for this dataset
-    test_per_class: Optional[int] = None   # override data.test_per_class for this dataset
-    test_from: str = "test"                # test: the dataset's test split (or carved from train); val: its val split
-    augment: Optional[str] = None          # a file of conf/augment/ (null: the dataset file's `augment`)
+    val_per_class: Optional[int] = None  # override data.val_per_class for this dataset
+    test_per_class: Optional[int] = None  # override data.test_per_class for this dataset
+    test_from: str = "test"  # test: the dataset's test split (or carved from train); val: its val split
+    augment: Optional[str] = None  # a file of conf/augment/ (null: the dataset file's `augment`)
 
 
 @dataclass
@@ -222,10 +222,18 @@ def positive_int(where: str, value: Any, allow_none: bool = False) -> None:
 def check_params(p: Any, regime_options: list[str]) -> None:
     """Ranges and choices of params.yaml that its types cannot express."""
     require("seed", p.seed, p.seed is None or (_is_int(p.seed) and p.seed >= 0), "null or an integer >= 0")
-    require("seeds", list(p.seeds), len(p.seeds) >= 1 and all(_is_int(s) and s >= 0 for s in p.seeds)
-            and len(set(p.seeds)) == len(p.seeds), "a non-empty list of distinct integers >= 0")
-    require("regimes", list(p.regimes), len(p.regimes) >= 1 and len(set(p.regimes)) == len(p.regimes)
-            and set(p.regimes) <= set(REGIMES), f"a non-empty list of distinct names from {', '.join(REGIMES)}")
+    require(
+        "seeds",
+        list(p.seeds),
+        len(p.seeds) >= 1 and all(_is_int(s) and s >= 0 for s in p.seeds) and len(set(p.seeds)) == len(p.seeds),
+        "a non-empty list of distinct integers >= 0",
+    )
+    require(
+        "regimes",
+        list(p.regimes),
+        len(p.regimes) >= 1 and len(set(p.regimes)) == len(p.regimes) and set(p.regimes) <= set(REGIMES),
+        f"a non-empty list of distinct names from {', '.join(REGIMES)}",
+    )
     unknown = sorted(set(p.regime) - set(regime_options))
     if unknown:
         raise ConfigError(f"unknown key 'regime.{unknown[0]}' in params.yaml (allowed: {', '.join(regime_options)})")
@@ -247,15 +255,23 @@ def check_params(p: Any, regime_options: list[str]) -> None:
     require("pretrain.lr", p.pretrain.lr, p.pretrain.lr > 0, "a number > 0")
     positive_int("finetune.steps", p.finetune.steps)
     positive_int("finetune.epochs", p.finetune.epochs)
-    require("finetune.epochs", p.finetune.epochs, p.finetune.epochs <= p.finetune.steps,
-            f"1..finetune.steps ({p.finetune.steps}): each epoch is at least one optimizer step")
+    require(
+        "finetune.epochs",
+        p.finetune.epochs,
+        p.finetune.epochs <= p.finetune.steps,
+        f"1..finetune.steps ({p.finetune.steps}): each epoch is at least one optimizer step",
+    )
     positive_int("finetune.train_per_class", p.finetune.train_per_class, allow_none=True)
     for q in p.cut_sweep.quadrants:
         require("cut_sweep.quadrants", list(p.cut_sweep.quadrants), q in QUADRANTS, ", ".join(QUADRANTS))
     positive_int("evaluate.batch_size", p.evaluate.batch_size)
     margin = p.evaluate.promote_margin
-    require("evaluate.promote_margin", margin, 0 <= margin < 1, "a number in [0, 1): test accuracy the "
-            "challenger must gain over the champion")
+    require(
+        "evaluate.promote_margin",
+        margin,
+        0 <= margin < 1,
+        "a number in [0, 1): test accuracy the challenger must gain over the champion",
+    )
     require("retrain.tolerance", p.retrain.tolerance, 0 <= p.retrain.tolerance < 1, "a number in [0, 1)")
     positive_int("advise.max_images", p.advise.max_images)
     positive_int("advise.small_per_class", p.advise.small_per_class)
@@ -272,8 +288,12 @@ def check_regime(name: str, r: Any) -> None:
     positive_int(f"{where}.unfreeze_top", r.unfreeze_top, allow_none=True)
     if not r.freeze_backbone:
         require(f"{where}.backbone_lr_factor", r.backbone_lr_factor, r.backbone_lr_factor > 0, "a number > 0")
-        require(f"{where}.cache_features", r.cache_features, not r.cache_features,
-                "false: only a frozen backbone (freeze_backbone: true) has features to cache")
+        require(
+            f"{where}.cache_features",
+            r.cache_features,
+            not r.cache_features,
+            "false: only a frozen backbone (freeze_backbone: true) has features to cache",
+        )
     elif r.head_epochs:
         require(f"{where}.head_epochs", r.head_epochs, False, "0 for a frozen backbone: there is no second phase")
 
@@ -293,19 +313,66 @@ def model_stage_names(model: Any) -> list[str] | None:
         return ["stem", "layer1", "layer2", "layer3", "layer4"]
     if arch == "vgg11_bn":
         return [f"block{i}" for i in range(1, 6)]
+    if arch == "mobilenet_v3_small":
+        return ["stem", "stage1", "stage2", "stage3", "stage4", "top"]
+    if arch == "efficientnet_b0":
+        return ["stem", "stage1", "stage2", "stage3", "stage4", "stage5", "top"]
     return None
 
 
 def check_cut_points(cfg: Any) -> None:
-    """truncate_freeze's cut_at and the cut sweep's cut points must be stages of the model."""
+    """Every regime's cut_at and the cut sweep's cut points must be stages of the model."""
     names = model_stage_names(cfg.model)
     if names is None:
-        return
-    wanted = [("regime.truncate_freeze.cut_at", cfg.regime.truncate_freeze.cut_at)]
+        raise ConfigError(
+            f"model {cfg.model.name}: its stage names are unknown to transferlab.core.schema."
+            f"model_stage_names (add them there)"
+        )
+    wanted = [(f"regime.{name}.cut_at", cfg.regime[name].cut_at) for name in cfg.regime]
     wanted += [("cut_sweep.cut_at", cut) for cut in cfg.cut_sweep.cut_at]
     for where, cut in wanted:
         if cut is not None and cut not in names:
             raise ConfigError(f"{where}={cut!r} is not a stage of model {cfg.model.name} (allowed: {', '.join(names)})")
+
+
+def check_phases(cfg: Any) -> None:
+    """Two-phase settings that must fit the budget and the network: phase 1 ends before the last epoch, and
+    ``unfreeze_top`` counts stages the regime keeps."""
+    names = model_stage_names(cfg.model) or []
+    epochs = cfg.finetune.epochs
+    for name in cfg.regime:
+        r = cfg.regime[name]
+        kept = names[: names.index(r.cut_at) + 1] if r.cut_at in names else names
+        require(
+            f"regime.{name}.head_epochs",
+            r.head_epochs,
+            r.head_epochs < epochs,
+            f"0..{epochs - 1}: fewer than finetune.epochs ({epochs})",
+        )
+        if r.unfreeze_top is not None:
+            require(
+                f"regime.{name}.unfreeze_top",
+                r.unfreeze_top,
+                r.unfreeze_top <= len(kept),
+                f"null or 1..{len(kept)}, the stages kept",
+            )
+
+
+def check_experiment(experiment: Any) -> None:
+    """The experiment names a dataset for each quadrant, with a size, and where its test split comes from."""
+    where = f"experiment {experiment.name}" if experiment.name else "experiment"
+    unknown = sorted(set(experiment.targets) - set(QUADRANTS))
+    if unknown:
+        raise ConfigError(f"unknown key 'experiment.targets.{unknown[0]}' (allowed: {', '.join(QUADRANTS)})")
+    for quadrant in QUADRANTS:
+        if quadrant not in experiment.targets:
+            raise ConfigError(f"{where} has no targets.{quadrant} (see conf/experiment/builtin.yaml)")
+        use = experiment.targets[quadrant]
+        require(f"experiment.targets.{quadrant}.size", use.size, use.size in ("small", "large"), "small, large")
+    for key, use in (("source", experiment.source), *((f"targets.{q}", experiment.targets[q]) for q in QUADRANTS)):
+        require(f"experiment.{key}.test_from", use.test_from, use.test_from in ("test", "val"), "test, val")
+        for count in ("train_per_class", "val_per_class", "test_per_class"):
+            positive_int(f"experiment.{key}.{count}", use[count], allow_none=True)
 
 
 def check_trainer(trainer) -> None:

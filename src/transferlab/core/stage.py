@@ -24,7 +24,7 @@ import resource
 import signal
 import sys
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from transferlab.core.errors import ConfigError, Interrupted, StoreError
 from transferlab.core.files import StageBusy
@@ -109,8 +109,11 @@ def run_stage(name: str, main: Callable[[list[str]], None]) -> None:
         print(f"error: {err}", file=sys.stderr)
     except Interrupted as err:
         code, status = 128 + err.signum, "KILLED"
-        print(f"{name}: stopped by {signal.Signals(err.signum).name}; finished work is kept and the next run "
-              f"(`dvc repro`) resumes from it", file=sys.stderr)
+        print(
+            f"{name}: stopped by {signal.Signals(err.signum).name}; finished work is kept and the next run "
+            f"(`dvc repro`) resumes from it",
+            file=sys.stderr,
+        )
     except KeyboardInterrupt:  # SIGINT before our handler was installed, or Lightning's own handling
         code, status = 128 + signal.SIGINT, "KILLED"
     except SystemExit as exit_:  # Lightning exits 1 after its own KeyboardInterrupt handling
@@ -153,10 +156,17 @@ def _write_profile(name: str, startup: float, wall: float, code: int) -> None:
     profile = os.environ.get("TRANSFERLAB_PROFILE")
     if not profile:
         return
-    peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    record = {"stage": name, "argv": sys.argv[1:], "exit": code, "startup_s": round(startup, 2),
-              "imports_s": round(_import_seconds[0], 2), "main_s": round(wall, 2),
-              "peak_rss_mb": round(peak_kb / 1024, 1)}
+    peak_kb = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    )
+    record = {
+        "stage": name,
+        "argv": sys.argv[1:],
+        "exit": code,
+        "startup_s": round(startup, 2),
+        "imports_s": round(_import_seconds[0], 2),
+        "main_s": round(wall, 2),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+    }
     with open(profile, "a") as handle:
         handle.write(json.dumps(record) + "\n")

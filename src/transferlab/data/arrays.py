@@ -1,13 +1,12 @@
 """Prepared datasets on disk: one folder per dataset with uint8 arrays and a JSON card.
 
 Layout: ``<folder>/x_<split>.npy`` (N, H, W, 3) uint8, ``y_<split>.npy`` (N,) int64, and
-``card.json`` in data/raw (class names, counts, checksums, source: transferlab.datasets.prepare)
-or ``meta.json`` in data/augmented. Arrays are memory-mapped when read.
+``card.json`` in data/raw or ``meta.json`` in data/augmented (``core.artifacts.DatasetCard`` and
+``AugmentMeta``). Arrays are memory-mapped when read.
 """
 
 from __future__ import annotations
 
-import json
 import mmap
 from pathlib import Path
 
@@ -33,37 +32,25 @@ def load_split(folder: Path, split: str, random_access: bool = False) -> tuple[n
     """
     x_path, y_path = folder / f"x_{split}.npy", folder / f"y_{split}.npy"
     if not x_path.is_file() or not y_path.is_file():
-        raise ConfigError(f"{x_path if not x_path.is_file() else y_path} not found: run the stage that makes it "
-                          f"first (`dvc repro`)")
+        raise ConfigError(
+            f"{x_path if not x_path.is_file() else y_path} not found: run the stage that makes it first (`dvc repro`)"
+        )
     try:
         images = np.load(x_path, mmap_mode="r")
         labels = np.load(y_path)
     except (ValueError, OSError, EOFError) as err:
-        raise ConfigError(f"{folder}/{split} arrays cannot be read ({str(err).splitlines()[0]}): the file is "
-                          f"truncated or corrupt; re-run the stage that makes it (`dvc repro -f <stage>`)") from None
+        raise ConfigError(
+            f"{folder}/{split} arrays cannot be read ({str(err).splitlines()[0]}): the file is "
+            f"truncated or corrupt; re-run the stage that makes it (`dvc repro -f <stage>`)"
+        ) from None
     if len(images) != len(labels):
-        raise ConfigError(f"{x_path} has {len(images)} images but {y_path} {len(labels)} labels: re-run the stage "
-                          f"that makes them")
+        raise ConfigError(
+            f"{x_path} has {len(images)} images but {y_path} {len(labels)} labels: re-run the stage that makes them"
+        )
     mapping = getattr(images, "_mmap", None)
     if random_access and mapping is not None and hasattr(mmap, "MADV_RANDOM"):
         mapping.madvise(mmap.MADV_RANDOM)
     return images, labels
-
-
-def load_card(folder: Path) -> dict:
-    """The dataset card of a prepared dataset in data/raw (written by the download stage)."""
-    return load_meta(folder, "card.json")
-
-
-def load_meta(folder: Path, name: str = "meta.json") -> dict:
-    path = folder / name
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: run the stage that makes it first (`dvc repro`)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}): re-run the stage that "
-                          f"makes it") from None
 
 
 def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
@@ -72,7 +59,8 @@ def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
     if per_class > counts.min():
         raise ConfigError(
             f"finetune.train_per_class={per_class} is larger than the data: the smallest class has {counts.min()} "
-            f"training images (allowed: null or 1..{counts.min()})")
+            f"training images (allowed: null or 1..{counts.min()})"
+        )
     keep = np.zeros(len(labels), dtype=bool)
     for cls in range(len(counts)):
         keep[np.flatnonzero(labels == cls)[:per_class]] = True
@@ -114,7 +102,12 @@ class ImageArrayDataset:
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None, seed: int = 0):
         import torch
 
-        self.images, self.labels, self.transform, self.seed = images, torch.as_tensor(np.asarray(labels)), transform, seed
+        self.images, self.labels, self.transform, self.seed = (
+            images,
+            torch.as_tensor(np.asarray(labels)),
+            transform,
+            seed,
+        )
         self._seeded_epoch: int | None = None
 
     def __len__(self) -> int:
@@ -125,8 +118,9 @@ class ImageArrayDataset:
         image = np.asarray(self.images[index])
         if self.transform is not None:
             if epoch is not None and epoch != self._seeded_epoch:
-                self.transform.set_random_seed(np.random.SeedSequence(seed_words(self.seed, epoch, _worker_id()))
-                                               .generate_state(1)[0].item())
+                self.transform.set_random_seed(
+                    np.random.SeedSequence(seed_words(self.seed, epoch, _worker_id())).generate_state(1)[0].item()
+                )
                 self._seeded_epoch = epoch
             image = self.transform(image=image)["image"]
         return image, self.labels[index]  # a DataLoader with collate_images makes the batch

@@ -45,11 +45,15 @@ def check_transform(entry: Any, where: str) -> None:
 
     target = entry.get("_target_") if isinstance(entry, dict) else None
     prefix = "albumentations."
-    cls = getattr(albumentations, target[len(prefix):], None) if isinstance(target, str) and target.startswith(
-        prefix) else None
+    cls = (
+        getattr(albumentations, target[len(prefix) :], None)
+        if isinstance(target, str) and target.startswith(prefix)
+        else None
+    )
     if not (inspect.isclass(cls) and issubclass(cls, albumentations.BasicTransform)):
-        raise ConfigError(f"{where}: _target_={target!r} is not an albumentations transform "
-                          f"(e.g. albumentations.HorizontalFlip)")
+        raise ConfigError(
+            f"{where}: _target_={target!r} is not an albumentations transform (e.g. albumentations.HorizontalFlip)"
+        )
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
     unknown = sorted(set(entry) - {"_target_", *accepted})
     if unknown:
@@ -76,4 +80,6 @@ def build_pipeline(transforms: list[dict[str, Any]], seed: int | None = None):
 def saved_pipeline(folder: Path) -> list[dict[str, Any]]:
     """The transform list the augment stage wrote beside a dataset's arrays."""
     loaded: DictConfig = read_yaml(folder / PIPELINE_FILE)
-    return OmegaConf.to_container(loaded.transforms, resolve=True)
+    transforms = OmegaConf.to_container(loaded.transforms, resolve=True)
+    assert isinstance(transforms, list)  # the augment stage wrote the checked list
+    return transforms

@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from transferlab.core.config import paths
+from transferlab.core.artifacts import AugmentMeta
 from transferlab.core.names import DATASETS, seed_words
-from transferlab.data.arrays import ImageArrayDataset, first_per_class, load_meta, load_split
+from transferlab.core.paths import ProjectPaths
+from transferlab.data.arrays import ImageArrayDataset, first_per_class, load_split
 from transferlab.data.augmentation import build_pipeline, saved_pipeline
 
 
-def training_sets(cfg, dataset: str, materialised: bool, seed: int | None = 0,
-                  train_per_class: int | None = None) -> tuple[ImageArrayDataset, ImageArrayDataset]:
+def training_sets(
+    cfg, dataset: str, materialised: bool, seed: int | None = 0, train_per_class: int | None = None
+) -> tuple[ImageArrayDataset, ImageArrayDataset]:
     """(train, val) datasets of ``dataset``; ``materialised``: the stored copies instead of on-the-fly views."""
-    where = paths(cfg)
-    augmented = where["augmented"] / dataset
-    meta = load_meta(augmented)
+    where = ProjectPaths.of(cfg)
+    augmented = where.augmented_dataset(dataset)
+    meta = AugmentMeta.load(where.augment_meta(dataset))
     x, y = load_split(augmented, "train", random_access=True)
-    originals, copies = meta["originals"], meta["copies"]
+    originals, copies = meta.originals, meta.copies
     keep = np.arange(originals) if train_per_class is None else first_per_class(y[:originals], train_per_class)
     blocks = copies + 1 if materialised else 1
     rows = np.concatenate([keep + k * originals for k in range(blocks)])
@@ -36,5 +38,5 @@ def training_sets(cfg, dataset: str, materialised: bool, seed: int | None = 0,
     words = seed_words(seed if seed is not None else 0, DATASETS.index(dataset) if dataset in DATASETS else dataset)
     item_seed = int(np.random.SeedSequence(words).generate_state(1)[0])
     transform = None if materialised or not transforms else build_pipeline(transforms)
-    x_val, y_val = load_split(where["raw"] / dataset, "val")
+    x_val, y_val = load_split(where.raw_dataset(dataset), "val")
     return ImageArrayDataset(x, y, transform, item_seed), ImageArrayDataset(x_val, y_val)

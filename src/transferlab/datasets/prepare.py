@@ -37,15 +37,15 @@ import numpy as np
 from numpy.lib.format import open_memmap
 from PIL import Image, ImageOps
 
+from transferlab.core.artifacts import DatasetCard
 from transferlab.core.errors import ConfigError
 from transferlab.core.names import SPLITS
 
-BAD_IMAGE_POLICIES = ("fail", "skip")
 SHOWN = 5
 CHUNK = 256
 # Which split of the prepared data keeps a leaked image (the other side drops it under `skip`).
 EVALUATION_FIRST = {"test": 0, "val": 1, "train": 2}
-FLAT_RANGE = 2        # an image whose every pixel is within this of the others is one flat colour
+FLAT_RANGE = 2  # an image whose every pixel is within this of the others is one flat colour
 TOO_SMALL_FACTOR = 4  # an image whose shorter side is below image_size / this is a thumbnail or placeholder
 
 
@@ -101,7 +101,7 @@ def decode_bytes(data: bytes, size: int) -> tuple[np.ndarray, tuple[int, int]]:
 
 def _hash_files(paths: list[str]) -> list[tuple[str, str | None]]:
     """Worker: (sha256 or "", error or None) per file."""
-    out = []
+    out: list[tuple[str, str | None]] = []
     for path in paths:
         try:
             out.append((hashlib.sha256(Path(path).read_bytes()).hexdigest(), None))
@@ -120,8 +120,18 @@ def _decode_files(task: tuple[list[str], int]) -> tuple[np.ndarray, list[str | N
             out[i], original = decode_bytes(Path(path).read_bytes(), size)
             errors.append(degenerate(out[i], original, size))
         except Exception as err:  # PIL raises many kinds (UnidentifiedImageError, OSError, SyntaxError, ...)
-            errors.append(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'cannot decode'}")
+            errors.append(decoder_reason(err))
     return out, errors
+
+
+def decoder_reason(err: Exception) -> str:
+    """The decoder's reason in one line, without the object reprs PIL puts in it ("cannot identify image file
+    <_io.BytesIO object at 0x7f...>": the address says nothing, the file is named beside the reason)."""
+    import re
+
+    text = str(err).splitlines()[0] if str(err) else "cannot decode"
+    text = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", text).strip() or "cannot decode"
+    return f"{type(err).__name__}: {text}"
 
 
 def workers() -> int:
@@ -140,7 +150,7 @@ def worker_pool():
 
 
 def _chunks(items: list, size: int = CHUNK) -> list[list]:
-    return [items[start:start + size] for start in range(0, len(items), size)]
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def _imap(pool, function, tasks: list):
@@ -155,7 +165,7 @@ class Scanned:
     """One source split, hashed: every candidate's key (its file, relative to the dataset's root, or
     '<split>[i]'), content digest and label (an index into the source's classes)."""
 
-    raw: Any                     # the sources.RawSplit
+    raw: Any  # the sources.RawSplit
     keys: list[str]
     digests: list[str]
     labels: np.ndarray
@@ -169,9 +179,12 @@ def scan(raw, split: str, root: Path | None, pool) -> Scanned:
         keys = [os.path.relpath(p, root) if root is not None else p for p in paths]
         unreadable = {i: error for i, (_, error) in enumerate(hashed) if error}
         return Scanned(raw, keys, [digest for digest, _ in hashed], raw.labels, unreadable)
-    digests = [hashlib.sha256(np.ascontiguousarray(raw.images[i]).tobytes()).hexdigest() if isinstance(
-        raw.images, np.ndarray) else hashlib.sha256(np.asarray(raw.images[i]).tobytes()).hexdigest()
-        for i in range(len(raw))]
+    digests = [
+        hashlib.sha256(np.ascontiguousarray(raw.images[i]).tobytes()).hexdigest()
+        if isinstance(raw.images, np.ndarray)
+        else hashlib.sha256(np.asarray(raw.images[i]).tobytes()).hexdigest()
+        for i in range(len(raw))
+    ]
     return Scanned(raw, [f"{split}[{i}]" for i in range(len(raw))], digests, raw.labels)
 
 
@@ -194,14 +207,15 @@ class Scans:
 
 @dataclass
 class Problem:
-    kind: str     # conflict | duplicate | leakage | bad
-    source: str   # the source split
+    kind: str  # conflict | duplicate | leakage | bad
+    source: str  # the source split
     index: int
     reason: str
 
 
-def content_problems(scans: dict[str, Scanned], chosen: dict[str, np.ndarray], class_names: list[str],
-                     draws_from: dict[str, str]) -> list[Problem]:
+def content_problems(
+    scans: dict[str, Scanned], chosen: dict[str, np.ndarray], class_names: list[str], draws_from: dict[str, str]
+) -> list[Problem]:
     """Label conflicts, duplicates within a split and leakage between splits, among the chosen candidates
     (``chosen[src]``: their positions in source split ``src``). Each copy but the one kept is a problem;
     a conflict leaves no copy usable (which label would be right?)."""
@@ -222,8 +236,9 @@ def content_problems(scans: dict[str, Scanned], chosen: dict[str, np.ndarray], c
             names = " and ".join(sorted(class_names[label] for label in labels))
             others = ", ".join(f"{scans[s].keys[i]} ({class_names[int(scans[s].labels[i])]})" for s, i in members)
             for src, i in members:
-                problems.append(Problem("conflict", src, i, f"label conflict: the same image is filed as {names} "
-                                                            f"({others})"))
+                problems.append(
+                    Problem("conflict", src, i, f"label conflict: the same image is filed as {names} ({others})")
+                )
             continue
         for src, i in members[1:]:
             kind = "duplicate" if src == first_src else "leakage"
@@ -232,19 +247,28 @@ def content_problems(scans: dict[str, Scanned], chosen: dict[str, np.ndarray], c
     return problems
 
 
-PROBLEM_WORDS = {"conflict": "images filed under two classes (label conflicts)",
-                 "duplicate": "duplicate images within one split",
-                 "leakage": "images that are also in another split (leakage)",
-                 "bad": "image files that do not decode or are no real example (flat, tiny)"}
+PROBLEM_WORDS = {
+    "conflict": "images filed under two classes (label conflicts)",
+    "duplicate": "duplicate images within one split",
+    "leakage": "images that are also in another split (leakage)",
+    "bad": "image files that do not decode or are no real example (flat, tiny)",
+}
 
 
 def problem_error(where: str, problems: list[Problem], scans: dict[str, Scanned]) -> ConfigError:
     kind = problems[0].kind
     same = [p for p in problems if p.kind == kind]
-    shown = "; ".join(f"{scans[p.source].keys[p.index]} ({p.reason})" for p in same[:SHOWN])
-    more = f"; and {len(same) - SHOWN} more" if len(same) > SHOWN else ""
-    return ConfigError(f"{where}: {len(same)} {PROBLEM_WORDS[kind]}: {shown}{more} (data.on_bad_image=skip leaves "
-                       f"them out and lists them in manifest.csv)")
+    if kind == "conflict":  # every copy shares one reason, which names them all: show each group once
+        groups = list(dict.fromkeys(p.reason for p in same))
+        shown = "; ".join(groups[:SHOWN])
+        more = f"; and {len(groups) - SHOWN} more" if len(groups) > SHOWN else ""
+    else:
+        shown = "; ".join(f"{scans[p.source].keys[p.index]} ({p.reason})" for p in same[:SHOWN])
+        more = f"; and {len(same) - SHOWN} more" if len(same) > SHOWN else ""
+    return ConfigError(
+        f"{where}: {len(same)} {PROBLEM_WORDS[kind]}: {shown}{more} (data.on_bad_image=skip leaves "
+        f"them out and lists them in manifest.csv)"
+    )
 
 
 # --------------------------------------------------------------------------- picking and decoding
@@ -255,8 +279,8 @@ class Picked:
     """What one source split gives: per prepared split, positions in the source split (picking order)."""
 
     rows: dict[str, list[int]]
-    images: dict[int, np.ndarray]   # decoded, by position
-    bad: dict[int, str]             # decode failures and degenerate images, by position
+    images: dict[int, np.ndarray]  # decoded, by position
+    bad: dict[int, str]  # decode failures and degenerate images, by position
 
 
 def _decode(scanned: Scanned, positions: list[int], size: int, pool) -> tuple[dict[int, np.ndarray], dict[int, str]]:
@@ -285,25 +309,37 @@ def _in_memory_image(source: Any, i: int, size: int) -> np.ndarray:
     image = source[i]
     if isinstance(source, np.ndarray) and image.shape[:2] == (size, size):
         array = np.asarray(image, dtype=np.uint8)
-        return np.repeat(array.reshape(size, size, 1), 3, axis=-1) if array.ndim == 2 or array.shape[-1] == 1 \
-            else array
+        return np.repeat(array.reshape(size, size, 1), 3, axis=-1) if array.ndim == 2 or array.shape[-1] == 1 else array
     if not isinstance(image, Image.Image):
         array = np.asarray(image)
         image = Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
     return standard_image(image, size)
 
 
-def pick_and_decode(scanned: Scanned, candidates: np.ndarray, class_map: np.ndarray, wanted: dict[str, int | None],
-                    seed_words: list[int], size: int, policy: str, pool, where: str, describe_shortfall) -> Picked:
+def pick_and_decode(
+    scanned: Scanned,
+    candidates: np.ndarray,
+    class_map: np.ndarray,
+    wanted: dict[str, int | None],
+    seed_words: list[int],
+    size: int,
+    policy: str,
+    pool,
+    where: str,
+    describe_shortfall,
+) -> Picked:
     """Per class, take the usable candidates in a seeded order: the first ones for the fixed-count splits
     (test, then val, then train), the rest for a split that takes "all the rest" (None). Decode only those;
     a bad image is replaced by the next candidate (``skip``) or stops everything (``fail``)."""
     open_ended = [s for s, n in wanted.items() if n is None]
     if len(open_ended) > 1:
-        raise ConfigError(f"{where}: splits {', '.join(open_ended)} both take 'all' images from one source split "
-                          f"(set a count per class for all but one)")
-    fixed = [s for s in sorted(wanted, key=EVALUATION_FIRST.get) if wanted[s] is not None]
-    needed = sum(wanted[s] for s in fixed)
+        raise ConfigError(
+            f"{where}: splits {', '.join(open_ended)} both take 'all' images from one source split "
+            f"(set a count per class for all but one)"
+        )
+    fixed_counts = {s: n for s, n in wanted.items() if n is not None}
+    fixed = sorted(fixed_counts, key=lambda s: EVALUATION_FIRST[s])
+    needed = sum(fixed_counts.values())
     labels = class_map[scanned.labels]
     rows: dict[str, list[int]] = {s: [] for s in wanted}
     images, bad = {}, {}
@@ -311,15 +347,16 @@ def pick_and_decode(scanned: Scanned, candidates: np.ndarray, class_map: np.ndar
     orders = {}
     for cls in range(n_classes):
         members = candidates[labels[candidates] == cls]
-        orders[cls] = members[np.random.default_rng(np.random.SeedSequence([*seed_words, cls])).permutation(
-            len(members))].tolist()
+        orders[cls] = members[
+            np.random.default_rng(np.random.SeedSequence([*seed_words, cls])).permutation(len(members))
+        ].tolist()
     accepted: dict[int, list[int]] = {cls: [] for cls in range(n_classes)}
     cursor = {cls: 0 for cls in range(n_classes)}
     while True:
         todo = []
         for cls in range(n_classes):
             missing = len(orders[cls]) - cursor[cls] if open_ended else needed - len(accepted[cls])
-            take = orders[cls][cursor[cls]:cursor[cls] + max(0, missing)]
+            take = orders[cls][cursor[cls] : cursor[cls] + max(0, missing)]
             cursor[cls] += len(take)
             todo += take
         if not todo:
@@ -329,20 +366,22 @@ def pick_and_decode(scanned: Scanned, candidates: np.ndarray, class_map: np.ndar
             first = sorted(failed)
             shown = "; ".join(f"{scanned.keys[i]} ({failed[i]})" for i in first[:SHOWN])
             more = f"; and {len(failed) - SHOWN} more" if len(failed) > SHOWN else ""
-            raise ConfigError(f"{where}: {len(failed)} {PROBLEM_WORDS['bad']}: {shown}{more} (data.on_bad_image=skip leaves "
-                              f"them out and lists them in manifest.csv)")
+            raise ConfigError(
+                f"{where}: {len(failed)} {PROBLEM_WORDS['bad']}: {shown}{more} (data.on_bad_image=skip leaves "
+                f"them out and lists them in manifest.csv)"
+            )
         images.update(decoded)
         bad.update(failed)
         for cls in range(n_classes):
-            accepted[cls] = [i for i in orders[cls][:cursor[cls]] if i in images]
+            accepted[cls] = [i for i in orders[cls][: cursor[cls]] if i in images]
     for cls in range(n_classes):
         usable = accepted[cls]
         if len(usable) < needed or (open_ended and len(usable) == needed):
             raise ConfigError(describe_shortfall(cls, len(usable), fixed, open_ended))
         start = 0
         for split in fixed:
-            rows[split] += usable[start:start + wanted[split]]
-            start += wanted[split]
+            rows[split] += usable[start : start + fixed_counts[split]]
+            start += fixed_counts[split]
         if open_ended:
             rows[open_ended[0]] += usable[start:]
     return Picked({s: sorted(r) for s, r in rows.items()}, images, bad)
@@ -364,7 +403,7 @@ def write_arrays(folder: Path, split: str, images: np.ndarray, labels: np.ndarra
     """x_<split>.npy / y_<split>.npy from ``images[rows]``, copied in chunks (bounded memory)."""
     x = open_memmap(folder / f"x_{split}.npy", mode="w+", dtype=np.uint8, shape=(len(rows), *images.shape[1:]))
     for start in range(0, len(rows), 8192):
-        x[start:start + 8192] = images[rows[start:start + 8192]]
+        x[start : start + 8192] = images[rows[start : start + 8192]]
     x.flush()
     del x
     np.save(folder / f"y_{split}.npy", np.ascontiguousarray(labels[rows], dtype=np.int64))
@@ -381,7 +420,7 @@ def write_manifest(folder: Path, rows: list[dict]) -> None:
         writer.writerows(sorted(rows, key=lambda r: (r["file"], r["split"], str(r["index"]))))
 
 
-def card(folder: Path, name: str, classes: list[str], source: dict, image_size: int, extra: dict) -> dict:
+def card(folder: Path, name: str, classes: list[str], source: dict, image_size: int, extra: dict) -> DatasetCard:
     """The dataset card: counts per class and split, sha256 of every array file and the manifest, the source."""
     from transferlab.datasets.sources import sha256_of
 
@@ -393,8 +432,14 @@ def card(folder: Path, name: str, classes: list[str], source: dict, image_size: 
         for prefix in ("x", "y"):
             checksums[f"{prefix}_{split}.npy"] = sha256_of(folder / f"{prefix}_{split}.npy")
     checksums["manifest.csv"] = sha256_of(folder / "manifest.csv")
-    return {"name": name, "classes": classes, "image_size": image_size,
-            "counts": {s: int(sum(c.values())) for s, c in counts.items()}, "counts_per_class": counts,
-            "sha256": checksums, "source": source,
-            "resize": "shorter side to image_size (bicubic), centre crop; EXIF orientation applied; RGB",
-            **extra}
+    return DatasetCard(
+        name=name,
+        classes=classes,
+        image_size=image_size,
+        counts={s: int(sum(c.values())) for s, c in counts.items()},
+        counts_per_class=counts,
+        sha256=checksums,
+        source=source,
+        resize="shorter side to image_size (bicubic), centre crop; EXIF orientation applied; RGB",
+        **extra,
+    )

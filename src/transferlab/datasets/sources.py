@@ -4,8 +4,8 @@
 A source first ``fetch``es its files into its own folder under data/downloads/ (a cache
 outside DVC's outputs, so re-preparing never re-downloads), then ``read``s each of its
 splits as a ``RawSplit``: class names, labels, and either image files (decoded in
-parallel by transferlab.prepare) or images already in memory. ``GeneratedSource`` is the
-exception: the built-in data is rendered to exact counts (transferlab.synthetic).
+parallel by transferlab.datasets.prepare) or images already in memory. ``GeneratedSource`` is the
+exception: the built-in data is rendered to exact counts (transferlab.datasets.synthetic).
 
 Offline, a source that must download fails in ``fetch`` with one line naming the
 dataset, the URL and where to put the files by hand.
@@ -21,9 +21,10 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,10 +43,10 @@ class RawSplit:
     """One split of a source, before decoding: exactly one of ``files`` / ``images`` is set."""
 
     classes: list[str]
-    labels: np.ndarray                      # (N,) int64 indices into ``classes``
-    files: list[Path] | None = None         # image files to decode, or
-    images: Any = None                      # N images in memory: (N,H,W[,C]) uint8 or a sequence of PIL images
-    ignored: int = 0                        # files skipped by name (``ignore`` patterns), reported in the card
+    labels: np.ndarray  # (N,) int64 indices into ``classes``
+    files: list[Path] | None = None  # image files to decode, or
+    images: Any = None  # N images in memory: (N,H,W[,C]) uint8 or a sequence of PIL images
+    ignored: int = 0  # files skipped by name (``ignore`` patterns), reported in the card
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -98,15 +99,24 @@ class TorchvisionSource:
     ``{train: {train: true}, test: {train: false}}`` for CIFAR10.
     """
 
-    def __init__(self, dataset: str, url: str, splits: dict[str, dict], kwargs: dict | None = None,
-                 files_attr: str | None = None, labels_attr: str | None = None):
+    def __init__(
+        self,
+        dataset: str,
+        url: str,
+        splits: dict[str, dict],
+        kwargs: dict | None = None,
+        files_attr: str | None = None,
+        labels_attr: str | None = None,
+    ):
         import torchvision.datasets
 
         if not hasattr(torchvision.datasets, dataset):
             raise ConfigError(f"unknown torchvision dataset {dataset!r}")
         unknown = sorted(set(splits) - set(SPLITS))
         if unknown or "train" not in splits:
-            raise ConfigError(f"{dataset}: splits {sorted(splits)} are not allowed (allowed: train, and optionally val, test)")
+            raise ConfigError(
+                f"{dataset}: splits {sorted(splits)} are not allowed (allowed: train, and optionally val, test)"
+            )
         self.dataset, self.url = dataset, url
         self.split_kwargs = {name: dict(value or {}) for name, value in splits.items()}
         self.kwargs = dict(kwargs or {})
@@ -116,8 +126,12 @@ class TorchvisionSource:
         self.folder: Path | None = None
 
     def describe(self) -> dict:  # the cache folder by name: its absolute path differs between copies of the project
-        return {"kind": "torchvision", "dataset": self.dataset, "url": self.url,
-                "cache": f"data/downloads/{self.folder.name}" if self.folder else None}
+        return {
+            "kind": "torchvision",
+            "dataset": self.dataset,
+            "url": self.url,
+            "cache": f"data/downloads/{self.folder.name}" if self.folder else None,
+        }
 
     def fetch(self, folder: Path) -> None:
         import torchvision.datasets
@@ -148,8 +162,10 @@ class TorchvisionSource:
             return RawSplit(classes, labels, files=[Path(p) for p, _ in dataset.samples])
         data = getattr(dataset, "data", None)
         if data is None:
-            raise ConfigError(f"torchvision dataset {self.dataset}: no image files or array found "
-                              f"(set files_attr in its conf/dataset file)")
+            raise ConfigError(
+                f"torchvision dataset {self.dataset}: no image files or array found "
+                f"(set files_attr in its conf/dataset file)"
+            )
         images = data.numpy() if hasattr(data, "numpy") else np.asarray(data)
         if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
             images = images.transpose(0, 2, 3, 1)  # SVHN, STL10 store NCHW
@@ -163,7 +179,9 @@ class TorchvisionSource:
                 return np.asarray(values, dtype=np.int64).reshape(-1)
         if hasattr(dataset, "samples"):
             return np.asarray([label for _, label in dataset.samples], dtype=np.int64)
-        raise ConfigError(f"torchvision dataset {self.dataset}: no labels found (set labels_attr in its conf/dataset file)")
+        raise ConfigError(
+            f"torchvision dataset {self.dataset}: no labels found (set labels_attr in its conf/dataset file)"
+        )
 
 
 # --------------------------------------------------------------------------- folders
@@ -198,8 +216,9 @@ class ImageFolderSource:
 
     def _scan(self) -> None:
         if self.root is None or not self.root.is_dir():
-            raise DatasetUnavailable(f"image folder {self.root} not found (expected root/<class>/* or "
-                                     f"root/{{train,val,test}}/<class>/*)")
+            raise DatasetUnavailable(
+                f"image folder {self.root} not found (expected root/<class>/* or root/{{train,val,test}}/<class>/*)"
+            )
         top = [p.name for p in _class_folders(self.root, self.ignore)]
         if "train" in top and set(top) <= set(SPLITS):
             self.splits = tuple(s for s in SPLITS if s in top)
@@ -211,8 +230,10 @@ class ImageFolderSource:
         reference = classes[self.splits[0]]
         for split, names in classes.items():
             if names != reference:
-                raise ConfigError(f"{self.root}: class folders of {split} {names} differ from those of "
-                                  f"{self.splits[0]} {reference} (every split needs the same classes)")
+                raise ConfigError(
+                    f"{self.root}: class folders of {split} {names} differ from those of "
+                    f"{self.splits[0]} {reference} (every split needs the same classes)"
+                )
         if len(reference) < 2:
             raise ConfigError(f"{self.root}: {len(reference)} class folder(s) {reference} (need 2 or more)")
         self.classes = reference
@@ -229,7 +250,9 @@ class ImageFolderSource:
                     labels.append(index)
                     found += 1
             if found == 0:
-                raise ConfigError(f"empty class folder {class_dir} (every class needs images: add some or remove the folder)")
+                raise ConfigError(
+                    f"empty class folder {class_dir} (every class needs images: add some or remove the folder)"
+                )
         return RawSplit(list(self.classes), np.asarray(labels, dtype=np.int64), files=files, ignored=ignored)
 
 
@@ -246,8 +269,10 @@ def download_file(url: str, target: Path, timeout: float = 60.0) -> None:
     except (OSError, urllib.error.URLError, ValueError) as err:
         part.unlink(missing_ok=True)
         reason = getattr(err, "reason", None) or err
-        raise DatasetUnavailable(f"cannot download {url} ({reason}): without internet, download it elsewhere "
-                                 f"and put it at {target}, then re-run") from None
+        raise DatasetUnavailable(
+            f"cannot download {url} ({reason}): without internet, download it elsewhere "
+            f"and put it at {target}, then re-run"
+        ) from None
     part.replace(target)
 
 
@@ -277,8 +302,10 @@ def safe_extract(archive: Path, dest: Path) -> None:
                 if why := _unsafe_member(info.filename, target, dest):
                     raise ConfigError(f"unsafe archive {archive}: member {info.filename!r} ({why}); nothing extracted")
                 if is_link:
-                    raise ConfigError(f"unsafe archive {archive}: member {info.filename!r} is a symbolic link "
-                                      f"(not allowed in zip archives); nothing extracted")
+                    raise ConfigError(
+                        f"unsafe archive {archive}: member {info.filename!r} is a symbolic link "
+                        f"(not allowed in zip archives); nothing extracted"
+                    )
             zf.extractall(dest)
         return
     if not tarfile.is_tarfile(archive):
@@ -300,8 +327,14 @@ class ArchiveSource(ImageFolderSource):
     """A zip/tar archive (local ``path`` or ``url``) holding an image folder, checked against
     ``sha256`` and extracted safely; ``subdir`` is the folder inside it that holds the classes."""
 
-    def __init__(self, sha256: str, url: str | None = None, path: str | None = None, subdir: str | None = None,
-                 ignore: Sequence[str] = IGNORED_BY_DEFAULT):
+    def __init__(
+        self,
+        sha256: str,
+        url: str | None = None,
+        path: str | None = None,
+        subdir: str | None = None,
+        ignore: Sequence[str] = IGNORED_BY_DEFAULT,
+    ):
         super().__init__(None, ignore)
         if (url is None) == (path is None):
             raise ConfigError(f"an archive dataset needs exactly one of url, path (got url={url!r}, path={path!r})")
@@ -318,13 +351,16 @@ class ArchiveSource(ImageFolderSource):
             if not archive.is_file():
                 raise DatasetUnavailable(f"archive {archive} not found")
         else:
+            assert self.url is not None  # an archive has a path or a url (checked when it is made)
             archive = folder / PurePosixPath(self.url.split("?")[0]).name
             if not archive.is_file():
                 download_file(self.url, archive)
         actual = sha256_of(archive)
         if actual != self.sha256:
-            raise ConfigError(f"archive {archive} has sha256 {actual}, expected {self.sha256} "
-                              f"(a corrupt or different file: delete it and re-run)")
+            raise ConfigError(
+                f"archive {archive} has sha256 {actual}, expected {self.sha256} "
+                f"(a corrupt or different file: delete it and re-run)"
+            )
         extracted = folder / f"extracted-{self.sha256[:16]}"
         if not extracted.is_dir():
             staging = folder / f".extracting-{self.sha256[:16]}"

@@ -17,14 +17,27 @@ gives byte-identical arrays and changing one split's size never changes another 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
 SHAPES = (
-    "circle", "square", "triangle", "star", "cross", "ring", "hexagon", "semicircle",
-    "ellipse", "diamond", "frame", "crescent", "tee", "pentagon",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "ring",
+    "hexagon",
+    "semicircle",
+    "ellipse",
+    "diamond",
+    "frame",
+    "crescent",
+    "tee",
+    "pentagon",
 )
 TEXTURES = ("stripes", "checker", "dots", "waves", "blobs", "grid")
 FAMILIES = {"shapes": SHAPES, "textures": TEXTURES}
@@ -50,7 +63,8 @@ class RenderParams:
 
 def render_params(render: dict, image_size: int) -> RenderParams:
     """RenderParams from a config's `render` block (lists become tuples)."""
-    return RenderParams(image_size=image_size, **{k: tuple(v) if isinstance(v, list) else v for k, v in render.items()})
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in render.items()}
+    return RenderParams(image_size=image_size, **values)
 
 
 def _polar(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,18 +91,17 @@ SHAPE_MASKS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "square": lambda u, v: np.maximum(np.abs(u), np.abs(v)) <= 0.78,
     "triangle": lambda u, v: _regular_polygon(u, v, 3),
     "star": _star,
-    "cross": lambda u, v: ((np.abs(u) <= 0.3) & (np.abs(v) <= 1.0))
-    | ((np.abs(v) <= 0.3) & (np.abs(u) <= 1.0)),
+    "cross": lambda u, v: ((np.abs(u) <= 0.3) & (np.abs(v) <= 1.0)) | ((np.abs(v) <= 0.3) & (np.abs(u) <= 1.0)),
     "ring": lambda u, v: (u * u + v * v <= 1.0) & (u * u + v * v >= 0.55**2),
     "hexagon": lambda u, v: _regular_polygon(u, v, 6),
     "semicircle": lambda u, v: (u * u + v * v <= 1.0) & (v >= -0.15),
     "ellipse": lambda u, v: u * u + (v / 0.5) ** 2 <= 1.0,
     "diamond": lambda u, v: np.abs(u) / 0.55 + np.abs(v) <= 1.0,
-    "frame": lambda u, v: (np.maximum(np.abs(u), np.abs(v)) <= 0.82)
-    & (np.maximum(np.abs(u), np.abs(v)) >= 0.5),
+    "frame": lambda u, v: (np.maximum(np.abs(u), np.abs(v)) <= 0.82) & (np.maximum(np.abs(u), np.abs(v)) >= 0.5),
     "crescent": lambda u, v: (u * u + v * v <= 1.0) & ((u - 0.45) ** 2 + v * v >= 0.8**2),
-    "tee": lambda u, v: ((np.abs(u) <= 0.9) & (v >= 0.45) & (v <= 0.9))
-    | ((np.abs(u) <= 0.25) & (v >= -0.9) & (v <= 0.9)),
+    "tee": lambda u, v: (
+        ((np.abs(u) <= 0.9) & (v >= 0.45) & (v <= 0.9)) | ((np.abs(u) <= 0.25) & (v >= -0.9) & (v <= 0.9))
+    ),
     "pentagon": lambda u, v: _regular_polygon(u, v, 5),
 }
 
@@ -248,8 +261,9 @@ def _finish(rng, canvas: np.ndarray, params: RenderParams) -> np.ndarray:
     return np.clip(np.rint(small * 255.0), 0, 255).astype(np.uint8)
 
 
-def render_class(family: str, label: str, n: int, seed_words: list[int], params: RenderParams,
-                 chunk: int = 256) -> np.ndarray:
+def render_class(
+    family: str, label: str, n: int, seed_words: list[int], params: RenderParams, chunk: int = 256
+) -> np.ndarray:
     """``n`` images of one class as a uint8 array (n, H, W, 3), deterministic in ``seed_words``."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r} (allowed: {', '.join(FAMILIES)})")
@@ -269,8 +283,9 @@ def _render_task(task: tuple) -> np.ndarray:
     return render_class(*task)
 
 
-def make_split(family: str, classes: list[str], per_class: int, seed_words: list[int],
-               params: RenderParams, pool=None) -> tuple[np.ndarray, np.ndarray]:
+def make_split(
+    family: str, classes: list[str], per_class: int, seed_words: list[int], params: RenderParams, pool=None
+) -> tuple[np.ndarray, np.ndarray]:
     """A shuffled split: images (N, H, W, 3) uint8 and labels (N,) int64. Classes are rendered
     independently (each from its own seed), in ``pool``'s worker processes when one is given."""
     tasks = [(family, label, per_class, [*seed_words, index], params) for index, label in enumerate(classes)]

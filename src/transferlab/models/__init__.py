@@ -9,8 +9,18 @@ from transferlab.models.backbones import Backbone, small_cnn, small_resnet, smal
 from transferlab.models.heads import Head, TransferNet
 from transferlab.models.torchvision_backbones import TORCHVISION_ARCHS, imagenet_weights, torchvision_backbone
 
-__all__ = ["Backbone", "Head", "TransferNet", "TORCHVISION_ARCHS", "build_backbone", "imagenet_weights",
-           "small_cnn", "small_resnet", "small_vgg", "torchvision_backbone"]
+__all__ = [
+    "Backbone",
+    "Head",
+    "TransferNet",
+    "TORCHVISION_ARCHS",
+    "build_backbone",
+    "imagenet_weights",
+    "small_cnn",
+    "small_resnet",
+    "small_vgg",
+    "torchvision_backbone",
+]
 
 
 def build_backbone(model_cfg: dict[str, Any], image_size: int) -> Backbone:

@@ -16,7 +16,7 @@ from torch import nn
 class Backbone(nn.Sequential):
     """Named stages in order; ``stage_channels[name]`` is that stage's output width."""
 
-    def __init__(self, stages: "OrderedDict[str, nn.Module]", stage_channels: dict[str, int]):
+    def __init__(self, stages: OrderedDict[str, nn.Module], stage_channels: dict[str, int]):
         super().__init__(stages)
         self.stage_channels = dict(stage_channels)
 
@@ -24,7 +24,7 @@ class Backbone(nn.Sequential):
     def stage_names(self) -> list[str]:
         return list(self._modules)
 
-    def truncated(self, cut_at: str | None) -> "Backbone":
+    def truncated(self, cut_at: str | None) -> Backbone:
         """The stages up to and including ``cut_at`` (all stages when None), sharing weights."""
         names = self.stage_names
         if cut_at is None:
@@ -60,7 +60,8 @@ class BasicBlock(nn.Module):
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -70,8 +71,9 @@ class BasicBlock(nn.Module):
 def small_resnet(widths: list[int] | tuple[int, ...] = (32, 64, 128), in_channels: int = 3) -> Backbone:
     """A ResNet for 32 px inputs: a 3x3 stem with 2x2 max-pooling, then one BasicBlock per width
     (stride 2 after the first)."""
-    stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(),
-                         nn.MaxPool2d(2))
+    stem = nn.Sequential(
+        nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(), nn.MaxPool2d(2)
+    )
     stages: OrderedDict[str, nn.Module] = OrderedDict(stem=stem)
     channels = {"stem": widths[0]}
     previous = widths[0]
@@ -87,14 +89,19 @@ def small_vgg(widths: list[int] | tuple[int, ...] = (32, 64, 128, 256), in_chann
     stages: OrderedDict[str, nn.Module] = OrderedDict()
     previous = in_channels
     for index, width in enumerate(widths, start=1):
-        stages[f"block{index}"] = nn.Sequential(nn.Conv2d(previous, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
-                                                nn.ReLU(), nn.MaxPool2d(2))
+        stages[f"block{index}"] = nn.Sequential(
+            nn.Conv2d(previous, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2)
+        )
         previous = width
     return Backbone(stages, {f"block{i}": w for i, w in enumerate(widths, start=1)})
 
 
-def small_cnn(channels: list[int] | tuple[int, ...] = (6, 16), hidden: list[int] | tuple[int, ...] = (120, 84),
-             image_size: int = 32, in_channels: int = 3) -> Backbone:
+def small_cnn(
+    channels: list[int] | tuple[int, ...] = (6, 16),
+    hidden: list[int] | tuple[int, ...] = (120, 84),
+    image_size: int = 32,
+    in_channels: int = 3,
+) -> Backbone:
     """The classic course CNN: (conv5x5-relu-maxpool) x2, then dense 120 -> 84."""
     c1, c2 = channels
     side = ((image_size - 4) // 2 - 4) // 2

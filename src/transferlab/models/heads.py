@@ -15,8 +15,9 @@ class Head(nn.Module):
     def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0, hidden: int | None = None):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.hidden = None if hidden is None else nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(),
-                                                               nn.Dropout(dropout))
+        self.hidden = (
+            None if hidden is None else nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout))
+        )
         self.fc = nn.Linear(in_features if hidden is None else hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

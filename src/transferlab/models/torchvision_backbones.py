@@ -29,13 +29,14 @@ def _stages_by_resolution(modules: list[nn.Module], probe: torch.Tensor) -> list
     return groups
 
 
-def _torchvision_stages(arch: str, model: nn.Module) -> "OrderedDict[str, nn.Module]":
+def _torchvision_stages(arch: str, model: nn.Module) -> OrderedDict[str, nn.Module]:
     if arch.startswith("resnet"):
         stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
         return OrderedDict(stem=stem, **{f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)})
     features = list(model.features)
     if arch.startswith("vgg"):
-        stages, current = OrderedDict(), []
+        stages: OrderedDict[str, nn.Module] = OrderedDict()
+        current: list[nn.Module] = []
         for module in features:
             current.append(module)
             if isinstance(module, nn.MaxPool2d):
@@ -83,8 +84,10 @@ def torchvision_backbone(arch: str, weights: str | None = None) -> Backbone:
             model = get_model(arch, weights=enum)
         except (OSError, RuntimeError) as err:  # URLError is an OSError; no network -> one clear line
             folder = Path(torch.hub.get_dir()) / "checkpoints"
-            raise ValueError(f"cannot load ImageNet weights for {arch} from {enum.url} ({type(err).__name__}): "
-                             f"download that file by hand and place it in {folder}/") from None
+            raise ValueError(
+                f"cannot load ImageNet weights for {arch} from {enum.url} ({type(err).__name__}): "
+                f"download that file by hand and place it in {folder}/"
+            ) from None
     stages = _torchvision_stages(arch, model)
     channels, x = {}, torch.zeros(1, 3, 64, 64)
     model.eval()

@@ -18,7 +18,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -38,7 +39,7 @@ class EpochMLflowLogger(MLFlowLogger):
         """Not logged here: see the module docstring."""
 
     @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
         values = dict(metrics)
@@ -53,8 +54,9 @@ class EpochMLflowLogger(MLFlowLogger):
         if self._written is None:
             client = self.experiment
             keys = with_retry(lambda: client.get_run(self.run_id)).data.metrics
-            self._written = {(key, m.step) for key in keys
-                             for m in with_retry(lambda: client.get_metric_history(self.run_id, key))}
+            self._written = {
+                (key, m.step) for key in keys for m in with_retry(lambda: client.get_metric_history(self.run_id, key))
+            }
         return self._written
 
     @rank_zero_only
@@ -63,7 +65,7 @@ class EpochMLflowLogger(MLFlowLogger):
         written = self._already_written()
         batch = [m for m in batch if (m.key, m.step) not in written]
         for start in range(0, len(batch), 1000):  # MLflow's limit per log_batch
-            with_retry(lambda: self.experiment.log_batch(run_id=self.run_id, metrics=batch[start:start + 1000]))
+            with_retry(lambda: self.experiment.log_batch(run_id=self.run_id, metrics=batch[start : start + 1000]))
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:

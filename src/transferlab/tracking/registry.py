@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from transferlab.core.artifacts import RegistryDecision
 from transferlab.tracking.store import client, tracking_uri, with_retry
 
 CHAMPION = "champion"
@@ -62,9 +63,15 @@ def log_model(run_id: str, net: nn.Module, example: np.ndarray, name: str):
     # Requirements given, not inferred: inference loads the model in a subprocess (~10 s). MLflow's
     # default format (pt2: torch.export, no pickle) exports this network with a dynamic batch size.
     with mlflow.start_run(run_id=run_id):
-        return with_retry(lambda: mlflow.pytorch.log_model(
-            model, name=name, signature=infer_signature(example, output), input_example=example,
-            pip_requirements=requirements()))
+        return with_retry(
+            lambda: mlflow.pytorch.log_model(
+                model,
+                name=name,
+                signature=infer_signature(example, output),
+                input_example=example,
+                pip_requirements=requirements(),
+            )
+        )
 
 
 def correct_predictions(probabilities: np.ndarray, labels: np.ndarray) -> int:
@@ -84,8 +91,16 @@ def champion_score(name: str, images: np.ndarray, labels: np.ndarray) -> tuple[s
     return version.version, correct_predictions(model.predict(np.ascontiguousarray(images)), labels)
 
 
-def register(name: str, model_info, tags: dict[str, str], description: str, correct: int, images: np.ndarray,
-             labels: np.ndarray, margin: float = 0.0) -> dict:
+def register(
+    name: str,
+    model_info,
+    tags: dict[str, str],
+    description: str,
+    correct: int,
+    images: np.ndarray,
+    labels: np.ndarray,
+    margin: float = 0.0,
+) -> RegistryDecision:
     """Register the logged model as a new version; move `champion` to it only if its ``correct`` test
     predictions outnumber the current champion's, re-scored on the same test images, by more than
     ``margin`` x the number of test images (``margin`` is in accuracy points: 0.01 = 1%).
@@ -97,10 +112,14 @@ def register(name: str, model_info, tags: dict[str, str], description: str, corr
     mlflow.set_tracking_uri(tracking_uri())
     version = with_retry(lambda: mlflow.register_model(model_info.model_uri, name, tags=tags))
     with_retry(lambda: mlflow_client.update_model_version(name, version.version, description=description))
-    with_retry(lambda: mlflow_client.update_registered_model(
-        name, description=f"The winning transfer regime for quadrant {tags['quadrant']}: each version is the "
-                          f"best-validation seed of the regime that won the comparison on validation data; "
-                          f"`champion` is the best on the test set so far."))
+    with_retry(
+        lambda: mlflow_client.update_registered_model(
+            name,
+            description=f"The winning transfer regime for quadrant {tags['quadrant']}: each version is the "
+            f"best-validation seed of the regime that won the comparison on validation data; "
+            f"`champion` is the best on the test set so far.",
+        )
+    )
     with_retry(lambda: mlflow_client.set_registered_model_tag(name, "quadrant", tags["quadrant"]))
     better = current is None or correct > current[1] + margin * len(labels)
     deferred = os.environ.get(PROMOTION_ENV) == "defer"  # `make retrain` decides for all quadrants at once
@@ -109,8 +128,14 @@ def register(name: str, model_info, tags: dict[str, str], description: str, corr
         with_retry(lambda: mlflow_client.set_registered_model_alias(name, CHAMPION, version.version))
         with_retry(lambda: mlflow_client.set_registered_model_tag(name, "champion_regime", tags["regime"]))
     champion = int(version.version) if promoted else (None if current is None else int(current[0]))
-    return {"registered_model": name, "version": int(version.version), "promoted": promoted,
-            "champion_version": champion, "test_acc": correct / len(labels), "margin": margin,
-            "regime": tags["regime"],
-            "champion_acc_same_test_set": None if current is None else current[1] / len(labels),
-            **({"deferred": True} if deferred else {})}
+    return RegistryDecision(
+        registered_model=name,
+        version=int(version.version),
+        promoted=promoted,
+        champion_version=champion,
+        test_acc=correct / len(labels),
+        margin=margin,
+        regime=tags["regime"],
+        champion_acc_same_test_set=None if current is None else current[1] / len(labels),
+        deferred=True if deferred else None,
+    )

@@ -29,14 +29,16 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from transferlab.core import stage as stage_runner
+from transferlab.core.config import project_root
+from transferlab.core.paths import ProjectPaths
 from transferlab.core.stage import launched_as_global_zero  # noqa: F401 (re-exported for the training code)
-from transferlab.core.config import paths, project_root
 from transferlab.tracking.store import client, experiment_id, store_root, with_retry
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
@@ -59,8 +61,11 @@ def process_start(pid: int) -> str | None:
 
 
 def process_tags() -> dict[str, str]:
-    return {"process.host": socket.gethostname(), "process.pid": str(os.getpid()),
-            "process.start": process_start(os.getpid()) or ""}
+    return {
+        "process.host": socket.gethostname(),
+        "process.pid": str(os.getpid()),
+        "process.start": process_start(os.getpid()) or "",
+    }
 
 
 def process_alive(host: str, pid: str, start: str) -> bool:
@@ -152,12 +157,13 @@ def package_list() -> str:
 def data_tags(cfg, dataset: str) -> dict[str, str]:
     """The prepared dataset a run trains on: its name, source and a checksum of its arrays
     (sha256 over the card's per-file sha256s)."""
-    card_path = paths(cfg)["raw"] / dataset / "card.json"
+    from transferlab.core.artifacts import DatasetCard
+
+    card_path = ProjectPaths.of(cfg).card(dataset)
     if not card_path.is_file():
         return {}
-    card = json.loads(card_path.read_text())
-    digest = hashlib.sha256(json.dumps(card["sha256"], sort_keys=True).encode()).hexdigest()
-    return {"data.name": dataset, "data.dataset": str(card["source"].get("dataset", "")), "data.sha256": digest}
+    card = DatasetCard.load(card_path)
+    return {"data.name": dataset, "data.dataset": str(card.dataset or ""), "data.sha256": card.data_digest()}
 
 
 # --------------------------------------------------------------------------- runs
@@ -167,8 +173,7 @@ def close_dead_runs(experiment: str) -> list[str]:
     """Mark KILLED every RUNNING run of this host whose process is gone (SIGKILL, power loss)."""
     mlflow_client = client()
     exp_id = experiment_id(experiment)
-    running = with_retry(lambda: mlflow_client.search_runs([exp_id], "attributes.status = 'RUNNING'",
-                                                          max_results=1000))
+    running = with_retry(lambda: mlflow_client.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=1000))
     closed = []
     for run in running:
         tags = run.data.tags
@@ -187,13 +192,14 @@ def close_dead_runs(experiment: str) -> list[str]:
     return closed
 
 
-_open_runs: dict[str, object] = {}  # run id -> its clean-up callback, until the run is finished
+_open_runs: dict[str, Callable[[str], None]] = {}  # run id -> its clean-up callback, until the run is finished
 
 
 def _close_on_exit(run_id: str) -> None:
     def close(status: str) -> None:
         _open_runs.pop(run_id, None)
         with_retry(lambda: client().set_terminated(run_id, status))
+
     _open_runs[run_id] = stage_runner.on_exit(close)
 
 
@@ -208,16 +214,20 @@ class Pipeline:
             return
         mlflow_client = client()
         exp_id = experiment_id(experiment)
-        found = with_retry(lambda: mlflow_client.search_runs([exp_id], f"tags.pipeline_key = '{self.key}'",
-                                                            max_results=1))
+        found = with_retry(
+            lambda: mlflow_client.search_runs([exp_id], f"tags.pipeline_key = '{self.key}'", max_results=1)
+        )
         if found:
             self.run_id = found[0].info.run_id
             if found[0].info.status != "RUNNING":  # closed by the previous stage
                 with_retry(lambda: mlflow_client.update_run(self.run_id, status="RUNNING"))
         else:
             tags = {"stage": "pipeline", "pipeline_key": self.key, **provenance_tags(seed)}
-            run = with_retry(lambda: mlflow_client.create_run(
-                exp_id, run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}", tags=tags))
+            run = with_retry(
+                lambda: mlflow_client.create_run(
+                    exp_id, run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}", tags=tags
+                )
+            )
             self.run_id = run.info.run_id
         _close_on_exit(self.run_id)  # FINISHED when the stage succeeds: the next stage reopens it
 
@@ -229,21 +239,27 @@ def open_pipeline(cfg) -> Pipeline:
     return Pipeline(experiment, cfg.get("seed"))
 
 
-def start_run(experiment: str, run_name: str, tags: dict[str, str], params: dict[str, Any],
-              parent: str | None, seed: Any, artifacts: dict[str, Path] | None = None) -> str:
+def start_run(
+    experiment: str,
+    run_name: str,
+    tags: dict[str, str],
+    params: dict[str, Any],
+    parent: str | None,
+    seed: Any,
+    artifacts: dict[str, Path] | None = None,
+) -> str:
     """Create a run (nested under ``parent``), closed however the stage ends, with tags, provenance,
     params and the package list."""
     from mlflow.entities import Param
 
     mlflow_client = client()
-    all_tags = {**provenance_tags(seed), **process_tags(), **tags,
-                **({"mlflow.parentRunId": parent} if parent else {})}
+    all_tags = {**provenance_tags(seed), **process_tags(), **tags, **({"mlflow.parentRunId": parent} if parent else {})}
     run = with_retry(lambda: mlflow_client.create_run(experiment_id(experiment), run_name=run_name, tags=all_tags))
     run_id = run.info.run_id
     _close_on_exit(run_id)
     batch = [Param(key, _param_value(value)) for key, value in sorted(params.items())]
     for start in range(0, len(batch), 100):
-        with_retry(lambda: mlflow_client.log_batch(run_id, params=batch[start:start + 100]))
+        with_retry(lambda: mlflow_client.log_batch(run_id, params=batch[start : start + 100]))
     with tempfile.TemporaryDirectory() as scratch:
         packages = Path(scratch) / "packages.txt"
         packages.write_text(package_list())
@@ -257,8 +273,11 @@ def resume_run(run_id: str, parent: str | None) -> str:
     """Continue a run a killed process left: RUNNING again, this process's tags, this pipeline's parent."""
     mlflow_client = client()
     with_retry(lambda: mlflow_client.update_run(run_id, status="RUNNING"))
-    for key, value in {**process_tags(), **({"mlflow.parentRunId": parent} if parent else {}),
-                       "resumed": "true"}.items():
+    for key, value in {
+        **process_tags(),
+        **({"mlflow.parentRunId": parent} if parent else {}),
+        "resumed": "true",
+    }.items():
         with_retry(lambda: mlflow_client.set_tag(run_id, key, value))
     _close_on_exit(run_id)
     return run_id
@@ -307,8 +326,11 @@ def log_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> N
 
 
 def find_runs(experiment: str, filter_string: str, max_results: int = 1000) -> list:
-    return with_retry(lambda: client().search_runs([experiment_id(experiment)], filter_string,
-                                                  max_results=max_results, order_by=["attributes.start_time DESC"]))
+    return with_retry(
+        lambda: client().search_runs(
+            [experiment_id(experiment)], filter_string, max_results=max_results, order_by=["attributes.start_time DESC"]
+        )
+    )
 
 
 # --------------------------------------------------------------------------- dvc.lock provenance
@@ -331,8 +353,9 @@ def tag_dvc_inputs(parent: str) -> None:
     lock = yaml.safe_load(lock_file.read_text()).get("stages", {})
     mlflow_client = client()
     experiment = with_retry(lambda: mlflow_client.get_run(parent)).info.experiment_id
-    children = with_retry(lambda: mlflow_client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'",
-                                                           max_results=5000))
+    children = with_retry(
+        lambda: mlflow_client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'", max_results=5000)
+    )
     for run in children:
         stage = run.data.tags.get("dvc.stage")
         if stage in lock:

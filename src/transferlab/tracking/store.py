@@ -17,8 +17,9 @@ import sqlite3
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from transferlab.core.config import project_root
 from transferlab.core.errors import StoreError
@@ -37,7 +38,7 @@ def tracking_uri() -> str:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 def artifact_location(experiment_name: str) -> str | None:
@@ -68,15 +69,19 @@ def _check_server(uri: str, timeout_s: float) -> None:
         reason = f"HTTP {err.code}"
     except (OSError, ValueError) as err:  # refused, timed out, bad host
         reason = str(getattr(err, "reason", err))
-    raise StoreError(f"MLflow tracking server {uri} does not answer {url} within {timeout_s:.0f} s ({reason}): "
-                     f"start it, or unset MLFLOW_TRACKING_URI to use the local sqlite store")
+    raise StoreError(
+        f"MLflow tracking server {uri} does not answer {url} within {timeout_s:.0f} s ({reason}): "
+        f"start it, or unset MLFLOW_TRACKING_URI to use the local sqlite store"
+    )
 
 
 def _check_sqlite(path: Path, lock_wait_s: float) -> None:
     folder = path.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise StoreError(f"MLflow store {path} is not writable (check the permissions of {folder}), or set "
-                         f"MLFLOW_TRACKING_URI to another store")
+        raise StoreError(
+            f"MLflow store {path} is not writable (check the permissions of {folder}), or set "
+            f"MLFLOW_TRACKING_URI to another store"
+        )
     if not path.exists():
         return  # MLflow creates it
     deadline, delay, warned = time.monotonic() + lock_wait_s, 0.2, False
@@ -91,17 +96,21 @@ def _check_sqlite(path: Path, lock_wait_s: float) -> None:
             if "locked" not in str(err) and "busy" not in str(err):
                 raise StoreError(f"MLflow store {path} cannot be opened ({err}): fix or move the file away") from None
             if time.monotonic() > deadline:
-                raise StoreError(f"MLflow store {path} stayed locked by another process for {lock_wait_s:.0f} s: "
-                                 f"stop that process (`fuser {path}` names it), or use an MLflow server for "
-                                 f"many concurrent writers") from None
+                raise StoreError(
+                    f"MLflow store {path} stayed locked by another process for {lock_wait_s:.0f} s: "
+                    f"stop that process (`fuser {path}` names it), or use an MLflow server for "
+                    f"many concurrent writers"
+                ) from None
             if not warned:
                 print(f"MLflow store {path} is locked by another process; waiting up to {lock_wait_s:.0f} s")
                 warned = True
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
         except sqlite3.DatabaseError as err:
-            raise StoreError(f"MLflow store {path} is corrupt ({err}): move it away (a new one is created) or "
-                             f"restore it from a backup") from None
+            raise StoreError(
+                f"MLflow store {path} is corrupt ({err}): move it away (a new one is created) or "
+                f"restore it from a backup"
+            ) from None
 
 
 def is_locked_error(err: BaseException) -> bool:

@@ -44,8 +44,11 @@ class EpochLines(L.Callback):
             return
         self._last = time.perf_counter()
         row = rows[-1]
-        shown = "  ".join(f"{k.replace('_', '/', 1)}={row[k]:.3f}" for k in ("train_loss", "train_acc", "val_acc")
-                          if row.get(k) is not None)
+        shown = "  ".join(
+            f"{k.replace('_', '/', 1)}={row[k]:.3f}"
+            for k in ("train_loss", "train_acc", "val_acc")
+            if row.get(k) is not None
+        )
         console.print(f"  {self.label}: epoch {row['epoch']}/{trainer.max_epochs}  {shown}", soft_wrap=True)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -40,11 +40,13 @@ def evaluate(module: Classifier, data, batch_size: int = 512) -> tuple[dict[str,
 
 def per_class_table(matrix: np.ndarray, classes: list[str]) -> str:
     """CSV of precision, recall, F1 and support per class, from the confusion matrix (rows: true)."""
-    lines = ["class,precision,recall,f1,support"]
+    from transferlab.core.files import csv_text
+
+    rows = []
     for index, name in enumerate(classes):
         hits, predicted, actual = matrix[index, index], matrix[:, index].sum(), matrix[index].sum()
         precision = hits / predicted if predicted else 0.0
         recall = hits / actual if actual else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        lines.append(f"{name},{precision:.4f},{recall:.4f},{f1:.4f},{int(actual)}")
-    return "\n".join(lines) + "\n"
+        rows.append([name, f"{precision:.4f}", f"{recall:.4f}", f"{f1:.4f}", int(actual)])
+    return csv_text(["class", "precision", "recall", "f1", "support"], rows)

@@ -18,8 +18,9 @@ INFERENCE_BATCH = 512
 
 
 @torch.inference_mode()
-def pooled_features(backbone: Backbone, dataset, stages: list[str] | None = None,
-                    channels_last: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def pooled_features(
+    backbone: Backbone, dataset, stages: list[str] | None = None, channels_last: bool = False
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """({stage: pooled outputs (N, C)} for ``stages`` (default: the last), labels (N,)) of every row."""
     backbone = backbone.eval()
     wanted = stages or [backbone.stage_names[-1]]
@@ -27,8 +28,9 @@ def pooled_features(backbone: Backbone, dataset, stages: list[str] | None = None
     labels = []
     # Its own generator: a DataLoader without one draws its base seed from the global RNG,
     # which would shift every later random draw against the uncached path.
-    for images, targets in DataLoader(dataset, batch_size=INFERENCE_BATCH, shuffle=False, collate_fn=collate_images,
-                                      generator=torch.Generator()):
+    for images, targets in DataLoader(
+        dataset, batch_size=INFERENCE_BATCH, shuffle=False, collate_fn=collate_images, generator=torch.Generator()
+    ):
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         pooled = backbone.pooled_stage_outputs(images)

@@ -48,17 +48,17 @@ BEST = "best"  # -> best.ckpt (no "=" in the name: MLflow rejects it)
 class Cell:
     """What to train and how to track it."""
 
-    name: str                       # unique within the stage, e.g. small_similar-finetune_all-s0
-    run_name: str                   # the MLflow run's name, e.g. finetune/small_similar/finetune_all/s0
+    name: str  # unique within the stage, e.g. small_similar-finetune_all-s0
+    run_name: str  # the MLflow run's name, e.g. finetune/small_similar/finetune_all/s0
     seed: int
     epochs: int
-    steps_per_epoch: int | None     # optimizer steps per epoch (None: one pass over the data); validated after each
+    steps_per_epoch: int | None  # optimizer steps per epoch (None: one pass over the data); validated after each
     batch_size: int
-    tags: dict[str, str]            # stage, quadrant, regime, seed, dvc.stage, ...
-    params: dict[str, Any]          # the run's params: this cell's own knobs, each once
+    tags: dict[str, str]  # stage, quadrant, regime, seed, dvc.stage, ...
+    params: dict[str, Any]  # the run's params: this cell's own knobs, each once
     fingerprint_of: dict[str, Any]  # everything that decides the result (hashed)
     artifacts: dict[str, Path] = field(default_factory=dict)
-    resumable: bool = True          # False: a head on cached features, faster to redo than to checkpoint
+    resumable: bool = True  # False: a head on cached features, faster to redo than to checkpoint
 
     @property
     def fingerprint(self) -> str:
@@ -67,11 +67,11 @@ class Cell:
 
 @dataclass
 class Fitted:
-    module: Classifier              # the best-validation network
+    module: Classifier  # the best-validation network
     val_acc: float
     best_epoch: int
     history: list[dict[str, float]]
-    run_id: str | None              # None on DDP ranks other than 0
+    run_id: str | None  # None on DDP ranks other than 0
 
 
 class EpochSeed(L.Callback):
@@ -106,11 +106,11 @@ def cell_state(state_root: Path, cell: Cell) -> tuple[Path, dict]:
     return folder, record
 
 
-def finished(state_root: Path, cell: Cell) -> tuple[dict, Classifier] | None:
-    """(result, model) of a cell this stage finished before it was stopped, or None."""
+def finished(state_root: Path, cell: Cell) -> tuple[dict, Classifier, str | None] | None:
+    """(result, model, MLflow run id) of a cell this stage finished before it was stopped, or None."""
     folder, record = cell_state(state_root, cell)
     if (folder / "result.json").is_file() and (folder / "model.pt").is_file():
-        return json.loads((folder / "result.json").read_text()), load_model(folder / "model.pt")
+        return json.loads((folder / "result.json").read_text()), load_model(folder / "model.pt"), record.get("run_id")
     return None
 
 
@@ -132,37 +132,66 @@ def _open_run(record: dict, record_file: Path, cell: Cell, experiment: str, pare
     run_id = record.get("run_id")
     if run_id and cell.resumable and runs.run_status(run_id) is not None:
         return runs.resume_run(run_id, parent)
-    run_id = runs.start_run(experiment, cell.run_name, cell.tags, cell.params, parent,
-                            cell.seed, cell.artifacts)
+    run_id = runs.start_run(experiment, cell.run_name, cell.tags, cell.params, parent, cell.seed, cell.artifacts)
     write_json(record_file, {**record, "run_id": run_id})
     return run_id
 
 
-def fit(cfg, cell: Cell, module: Classifier, train_set, val_set, state_root: Path, parent: str | None,
-        single_device: bool = False) -> Fitted:
+def fit(
+    cfg,
+    cell: Cell,
+    module: Classifier,
+    train_set,
+    val_set,
+    state_root: Path,
+    parent: str | None,
+    single_device: bool = False,
+) -> Fitted:
     """Train ``module`` (resuming the cell's saved state if any), tracked in one MLflow run."""
     quiet_lightning()
     folder, record = cell_state(state_root, cell)
     global_zero = runs.launched_as_global_zero()
-    run_id = _open_run(record, folder / "cell.json", cell, cfg.tracking.experiment_name, parent) \
-        if global_zero else None
+    run_id = (
+        _open_run(record, folder / "cell.json", cell, cfg.tracking.experiment_name, parent) if global_zero else None
+    )
     resume = folder / RESUME_FILE
     if not cell.resumable:
         resume.unlink(missing_ok=True)
-    logger = EpochMLflowLogger(experiment_name=cfg.tracking.experiment_name, tracking_uri=tracking_uri(),
-                               run_id=run_id, buffered=not cell.resumable, resumed=resume.is_file())
-    best = ModelCheckpoint(dirpath=folder, filename=BEST, monitor="val/acc", mode="max", save_top_k=1,
-                           save_weights_only=True, enable_version_counter=False, auto_insert_metric_name=False)
+    logger = EpochMLflowLogger(
+        experiment_name=cfg.tracking.experiment_name,
+        tracking_uri=tracking_uri(),
+        run_id=run_id,
+        buffered=not cell.resumable,
+        resumed=resume.is_file(),
+    )
+    best = ModelCheckpoint(
+        dirpath=folder,
+        filename=BEST,
+        monitor="val/acc",
+        mode="max",
+        save_top_k=1,
+        save_weights_only=True,
+        enable_version_counter=False,
+        auto_insert_metric_name=False,
+    )
     callbacks = [best, EpochSeed(cell.seed), *progress_callbacks(cell.name)]
     if cell.resumable:
         callbacks.append(ResumeState(folder))
     kwargs = trainer_settings(cfg.trainer, module, single_device)
-    trainer: L.Trainer = instantiate({"_target_": "lightning.pytorch.Trainer", **kwargs}, max_epochs=cell.epochs,
-                                     logger=logger, callbacks=callbacks,
-                                     default_root_dir=str(folder), enable_progress_bar=any(
-                                         type(c).__name__ == "RichProgressBar" for c in callbacks))
-    trainer.fit(module, datamodule=FitData(train_set, val_set, cell.batch_size, cell.seed, cell.steps_per_epoch),
-                ckpt_path=str(resume) if resume.is_file() else None, weights_only=False)  # our own files
+    trainer: L.Trainer = instantiate(
+        {"_target_": "lightning.pytorch.Trainer", **kwargs},
+        max_epochs=cell.epochs,
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=str(folder),
+        enable_progress_bar=any(type(c).__name__ == "RichProgressBar" for c in callbacks),
+    )
+    trainer.fit(
+        module,
+        datamodule=FitData(train_set, val_set, cell.batch_size, cell.seed, cell.steps_per_epoch),
+        ckpt_path=str(resume) if resume.is_file() else None,
+        weights_only=False,
+    )  # our own files
     if trainer.received_sigterm:  # Lightning stopped gracefully before our handler could: still a stop
         raise Interrupted(signal.SIGTERM)
     if run_id is not None:

@@ -47,11 +47,18 @@ class EpochSampler(Sampler):
     item (cached features, ``EpochBatches``).
     """
 
-    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, whole_epoch: bool = False,
-                 items_per_epoch: int | None = None):
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        whole_epoch: bool = False,
+        items_per_epoch: int | None = None,
+    ):
         self.n, self.seed, self.rank, self.world, self.whole_epoch = n, seed, rank, world, whole_epoch
         self.one_pass = items_per_epoch is None
-        self.per_rank = math.ceil(n / world) if self.one_pass else items_per_epoch
+        self.per_rank: int = math.ceil(n / world) if items_per_epoch is None else items_per_epoch
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -65,9 +72,9 @@ class EpochSampler(Sampler):
             start, wanted = self.epoch * self.per_rank * self.world, self.per_rank * self.world
             order, pass_index, offset = [], start // self.n, start % self.n
             while len(order) < wanted:
-                order += epoch_order(self.n, self.seed, pass_index).tolist()[offset: offset + wanted - len(order)]
+                order += epoch_order(self.n, self.seed, pass_index).tolist()[offset : offset + wanted - len(order)]
                 pass_index, offset = pass_index + 1, 0
-        return order[self.rank::self.world]
+        return order[self.rank :: self.world]
 
     def __iter__(self):
         order = self._indices()
@@ -122,5 +129,9 @@ class FitData(L.LightningDataModule):
 
             sampler = BatchSampler(ShardSampler(len(self.val_set), rank, world), batch, drop_last=False)
             return DataLoader(self.val_set, batch_size=None, sampler=sampler)
-        return DataLoader(self.val_set, batch_size=batch, sampler=ShardSampler(len(self.val_set), rank, world),
-                          collate_fn=collate_images)
+        return DataLoader(
+            self.val_set,
+            batch_size=batch,
+            sampler=ShardSampler(len(self.val_set), rank, world),
+            collate_fn=collate_images,
+        )

@@ -22,8 +22,9 @@ def check_input_size(net: nn.Module, image_size: int, model_name: str) -> None:
         with torch.no_grad():
             net(torch.zeros(1, 3, image_size, image_size))
     except RuntimeError as err:
-        raise ValueError(f"image_size={image_size} is too small for model {model_name} "
-                         f"({str(err).splitlines()[0]})") from None
+        raise ValueError(
+            f"image_size={image_size} is too small for model {model_name} ({str(err).splitlines()[0]})"
+        ) from None
     finally:
         net.train(was_training)
 
@@ -35,9 +36,12 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     where the data is made); the saving measured was small (BENCHMARKS.md, feature cache).
     """
     return MetricCollection(
-        {"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
-         "macro_f1": MulticlassF1Score(num_classes, average="macro", validate_args=False)},
-        prefix=prefix)
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
+            "macro_f1": MulticlassF1Score(num_classes, average="macro", validate_args=False),
+        },
+        prefix=prefix,
+    )
 
 
 class Classifier(L.LightningModule):
@@ -49,15 +53,29 @@ class Classifier(L.LightningModule):
     The phase state is saved in checkpoints, so a resumed fit continues in the right phase.
     """
 
-    def __init__(self, model_cfg: dict[str, Any], num_classes: int, image_size: int, lr: float,
-                 weight_decay: float, epochs: int, cut_at: str | None = None, freeze_backbone: bool = False,
-                 backbone_lr_factor: float = 1.0, head_dropout: float = 0.0, head_hidden: int | None = None,
-                 head_epochs: int = 0, plateau_patience: int | None = None, unfreeze_top: int | None = None):
+    def __init__(
+        self,
+        model_cfg: dict[str, Any],
+        num_classes: int,
+        image_size: int,
+        lr: float,
+        weight_decay: float,
+        epochs: int,
+        cut_at: str | None = None,
+        freeze_backbone: bool = False,
+        backbone_lr_factor: float = 1.0,
+        head_dropout: float = 0.0,
+        head_hidden: int | None = None,
+        head_epochs: int = 0,
+        plateau_patience: int | None = None,
+        unfreeze_top: int | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters()  # restores the module from a checkpoint; not logged (see tracking.logger)
         backbone = build_backbone(model_cfg, image_size).truncated(cut_at)
-        self.plan = PhasePlan(backbone.stage_names, epochs, freeze_backbone, head_epochs, plateau_patience,
-                              unfreeze_top)
+        self.plan = PhasePlan(
+            backbone.stage_names, epochs, freeze_backbone, head_epochs, plateau_patience, unfreeze_top
+        )
         self.net = TransferNet(backbone, Head(backbone.out_channels, num_classes, head_dropout, head_hidden))
         check_input_size(self.net, image_size, model_cfg.get("name", model_cfg.get("_target_", "?")))
         if freeze_backbone:
@@ -83,7 +101,7 @@ class Classifier(L.LightningModule):
             stage.train(name in training)
         self.net.backbone.training = bool(training)
 
-    def train(self, mode: bool = True) -> "Classifier":
+    def train(self, mode: bool = True) -> Classifier:
         super().train(mode)
         self._apply_modes(mode)
         return self
@@ -195,9 +213,14 @@ class Classifier(L.LightningModule):
         if not self.automatic_optimization:  # Lightning steps schedulers only in automatic optimization
             self.lr_schedulers().step()
         train = self._epoch_values("train/", self.train_metrics, self.train_loss)
-        self.history.append({"epoch": self.current_epoch + 1, "train_loss": train["train/loss"],
-                             "train_acc": train["train/acc"],
-                             **{k.replace("/", "_"): v for k, v in self._last_val.items() if k != "val/macro_f1"}})
+        self.history.append(
+            {
+                "epoch": self.current_epoch + 1,
+                "train_loss": train["train/loss"],
+                "train_acc": train["train/acc"],
+                **{k.replace("/", "_"): v for k, v in self._last_val.items() if k != "val/macro_f1"},
+            }
+        )
         self._last_val = {}
         scheduler = self.lr_schedulers()
         if scheduler is not None:
@@ -214,8 +237,9 @@ class Classifier(L.LightningModule):
         """This epoch's learning rates: ``lr/head``, and ``lr/backbone`` when the backbone trains, or one
         series per backbone stage when their rates differ (two phases with ``unfreeze_top``)."""
         hp, epoch = self.hparams, self.current_epoch
-        rates = {g: hp.lr * (1 if g == "head" else hp.backbone_lr_factor) * self.plan.lr_factor(g, epoch)
-                 for g in groups}
+        rates = {
+            g: hp.lr * (1 if g == "head" else hp.backbone_lr_factor) * self.plan.lr_factor(g, epoch) for g in groups
+        }
         backbone = {g: v for g, v in rates.items() if g != "head"}
         if len(set(backbone.values())) == 1:
             return {"lr/head": rates["head"], "lr/backbone": next(iter(backbone.values()))}
@@ -273,7 +297,9 @@ def load_model(path) -> Classifier:
         module = Classifier(**saved["hparams"])
         module.net.load_state_dict(saved["state_dict"])
     except Exception as err:  # a truncated or foreign file fails in many ways (EOFError, IndexError, KeyError, ...)
-        raise ConfigError(f"{path} cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0][:120]}): "
-                          f"the file is truncated or from other code; re-run the stage that makes it "
-                          f"(`dvc repro -f <stage>`)") from None
+        raise ConfigError(
+            f"{path} cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0][:120]}): "
+            f"the file is truncated or from other code; re-run the stage that makes it "
+            f"(`dvc repro -f <stage>`)"
+        ) from None
     return module.eval()

@@ -7,7 +7,7 @@ with ``cell_processes: 2`` against 137.7 s with 1 (1.17x, 2-core CPU, BENCHMARKS
 stage's own process trains cells too; each extra worker first spends ~8 s on its imports.
 
 Each worker trains whole cells exactly as the stage's own process would
-(``RegimeCells.train``): same seeds, same resumable state in the cell's folder, its own
+(``CellRunner.run``): same seeds, same resumable state in the cell's folder, its own
 MLflow run under the pipeline's parent. The stage then reads every finished cell back, so
 what it writes does not depend on which process trained what. It does depend, in the last
 digits, on the torch threads per cell (float sums in another order; measured: 1 and 2
@@ -28,6 +28,10 @@ import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transferlab.training.runner import CellRunner, CellSpec
 
 PR_SET_PDEATHSIG = 1
 
@@ -41,7 +45,7 @@ def _stop_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-_worker: dict = {"training": False}  # in a worker: its RegimeCells, starting weights, and whether a cell trains now
+_worker: dict = {"training": False}  # in a worker: its CellRunner, and whether a cell trains now
 
 
 def _on_signal(signum, frame) -> None:
@@ -53,27 +57,25 @@ def _on_signal(signum, frame) -> None:
     os._exit(128 + signum)
 
 
-def _start_worker(parent_pid: int, threads: int, cfg, regime_name: str, state_root: Path, parent: str | None,
-                  stage: str) -> None:
+def _start_worker(parent_pid: int, threads: int, cfg, state_root: Path, parent: str | None) -> None:
     import torch
 
-    from transferlab.training.comparison import RegimeCells
+    from transferlab.training.runner import CellRunner
 
     _stop_with_parent(parent_pid)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _on_signal)
     torch.set_num_threads(threads)
-    cells = RegimeCells(cfg, regime_name, state_root, parent, stage)
-    _worker.update(cells=cells, state=cells.starting_weights())
+    _worker["runner"] = CellRunner(cfg, state_root, parent)
 
 
-def _train_cell(quadrant: str, seed: int) -> None:
+def _train_cell(spec: CellSpec) -> None:
     from transferlab.core.errors import Interrupted
     from transferlab.core.stage import run_cleanups
 
     _worker["training"] = True
     try:
-        _worker["cells"].train(quadrant, seed, _worker["state"])
+        _worker["runner"].run(spec)
     except Interrupted:
         run_cleanups("KILLED")
         raise
@@ -84,11 +86,11 @@ def _train_cell(quadrant: str, seed: int) -> None:
         _worker["training"] = False
 
 
-def train_cells(cells, state: dict | None, pending: list[tuple[str, int]], processes: int) -> None:
-    """Train the (quadrant, seed) cells ``pending`` of ``cells`` (a ``RegimeCells``, whose network
-    starts from ``state``): this process and ``processes - 1`` workers each take the next cell when
-    free, one core's share of torch threads each. This process trains too: a worker first spends
-    ~8 s importing torch, Lightning and MLflow, which the stage has done already."""
+def train_cells(runner: CellRunner, pending: list[CellSpec], processes: int) -> None:
+    """Train the cells ``pending`` with ``runner``: this process and ``processes - 1`` workers (each with
+    a runner of its own for the same stage) take the next cell when free, one core's share of torch
+    threads each. This process trains too: a worker first spends ~8 s importing torch, Lightning and
+    MLflow, which the stage has done already."""
     import torch
 
     if not pending:
@@ -96,9 +98,11 @@ def train_cells(cells, state: dict | None, pending: list[tuple[str, int]], proce
     processes = min(processes, len(pending))
     threads = max(1, torch.get_num_threads() // processes)  # the stage's threads (OMP_NUM_THREADS), shared out
     print(f"training {len(pending)} cells in {processes} processes, {threads} torch thread(s) each", flush=True)
-    queue, lock, in_flight, failures = list(pending), threading.Lock(), [], []
+    queue, lock = list(pending), threading.Lock()
+    in_flight: list[Future] = []
+    failures: list[Future] = []
 
-    def take() -> tuple[str, int] | None:
+    def take() -> CellSpec | None:
         with lock:
             return queue.pop(0) if queue and not failures else None
 
@@ -109,21 +113,23 @@ def train_cells(cells, state: dict | None, pending: list[tuple[str, int]], proce
             return
         cell = take()
         if cell is not None:
-            future = pool.submit(_train_cell, *cell)
+            future = pool.submit(_train_cell, cell)
             in_flight.append(future)
             future.add_done_callback(feed)
 
-    pool = ProcessPoolExecutor(processes - 1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker,
-                               initargs=(os.getpid(), threads, cells.cfg, cells.regime.name, cells.state_root,
-                                         cells.parent, cells.stage_tag))
+    pool = ProcessPoolExecutor(
+        processes - 1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(os.getpid(), threads, runner.cfg, runner.state_root, runner.parent),
+    )
     own_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         for _ in range(processes - 1):
             feed()
         while (cell := take()) is not None:
-            cells.train(*cell, state)
+            runner.run(cell)
         wait(list(in_flight))
         for future in failures or in_flight:
             future.result()  # a worker's error (ConfigError, a crash) is the stage's

@@ -28,23 +28,11 @@ class PhasePlan:
     head_epochs: int = 0
     plateau_patience: int | None = None
     unfreeze_top: int | None = None
-    phase2_from: int = 0          # first epoch of phase 2 (head_epochs, or earlier after a plateau)
+    phase2_from: int = 0  # first epoch of phase 2 (head_epochs, or earlier after a plateau)
     best_val: float = float("-inf")
     epochs_since_best: int = 0
 
-    def __post_init__(self) -> None:
-        n = len(self.stage_names)
-        checks = [
-            (0 <= self.head_epochs < self.epochs,
-             f"head_epochs={self.head_epochs} (allowed: 0..{self.epochs - 1}, fewer than the epochs)"),
-            (self.unfreeze_top is None or 1 <= self.unfreeze_top <= n,
-             f"unfreeze_top={self.unfreeze_top} (allowed: null or 1..{n}, the stages kept)"),
-            (self.plateau_patience is None or self.plateau_patience >= 1,
-             f"plateau_patience={self.plateau_patience} (allowed: null or >= 1)"),
-        ]
-        for ok, what in checks:
-            if not ok:
-                raise ValueError(f"{what} is not allowed")
+    def __post_init__(self) -> None:  # the values were checked with the config (core.schema.check_phases)
         self.phase2_from = self.head_epochs
 
     @property
@@ -54,7 +42,7 @@ class PhasePlan:
     def phase2_stages(self) -> list[str]:
         if self.freeze_backbone:
             return []
-        return self.stage_names[-self.unfreeze_top:] if self.unfreeze_top else list(self.stage_names)
+        return self.stage_names[-self.unfreeze_top :] if self.unfreeze_top else list(self.stage_names)
 
     def training_stages(self, epoch: int) -> list[str]:
         return self.phase2_stages() if epoch >= self.phase2_from else []
@@ -86,5 +74,8 @@ class PhasePlan:
         return {"phase2_from": self.phase2_from, "best_val": self.best_val, "epochs_since_best": self.epochs_since_best}
 
     def restore(self, state: dict) -> None:
-        self.phase2_from, self.best_val, self.epochs_since_best = (state["phase2_from"], state["best_val"],
-                                                                   state["epochs_since_best"])
+        self.phase2_from, self.best_val, self.epochs_since_best = (
+            state["phase2_from"],
+            state["best_val"],
+            state["epochs_since_best"],
+        )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from transferlab.core.config import as_dict
 from transferlab.training.module import Classifier
 
 
@@ -25,12 +26,13 @@ def quiet_lightning() -> None:
     # A resumed cell's checkpoint folder holds the checkpoints it resumes from.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
+
 # Not user knobs: what every training stage needs from the Trainer.
 FIXED = {
     "enable_model_summary": False,
     "num_sanity_val_steps": 0,
     "use_distributed_sampler": False,  # training.loaders shards (and seeds) by itself
-    "log_every_n_steps": 1,            # metrics are logged once per epoch anyway
+    "log_every_n_steps": 1,  # metrics are logged once per epoch anyway
 }
 
 
@@ -53,7 +55,7 @@ def trainer_settings(trainer_cfg: DictConfig, module: Classifier, single_device:
     checkpoints, are unchanged). ``single_device``: one process whatever the config says (a
     head on cached features is too small to share out).
     """
-    kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
+    kwargs = as_dict(trainer_cfg)
     for own_key in ("name", "_target_", "cell_processes"):  # ours, not the Trainer's
         kwargs.pop(own_key, None)
     if kwargs.pop("channels_last", False):
@@ -64,7 +66,3 @@ def trainer_settings(trainer_cfg: DictConfig, module: Classifier, single_device:
     if single_device:
         kwargs.update(devices=1, num_nodes=1, strategy="auto", sync_batchnorm=False)
     return {**kwargs, **FIXED}
-
-
-def uses_ddp(trainer_cfg: DictConfig) -> bool:
-    return "ddp" in str(trainer_cfg.get("strategy", ""))
