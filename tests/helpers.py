@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 # Small enough that the whole comparison runs in about a minute on 2 cores: 4 regimes x 4 quadrants
-# x 2 seeds, 6 optimizer steps each (a few epochs), plus the cut sweep. The experiment has real images
+# x 2 seeds (3 where the race adds one), 6 optimizer steps each (a few epochs), each regime tuned on a
+# grid of 2 learning rates (finetune_all: x 2 recipes; TINY_SEARCH), plus the cut sweep. The experiment has real images
 # (scikit-learn's digits) as its different targets, so real images flow through every stage offline.
 TINY_PARAMS = {
     "experiment.name": "builtin_digits",
@@ -32,18 +33,34 @@ TINY_PARAMS = {
     "pretrain.epochs": 2,
     "pretrain.batch_size": 32,
     "seeds": [0, 1],
-    "finetune.steps": 6,
+    "budgets": [6],
     "finetune.epochs": 3,
+    "tune.min_epochs": 1,
+    "tune.reduction_factor": 2,
+    "compare.max_seeds": 3,
     "finetune.batch_size": 16,
     "evaluate.batch_size": 64,
     "advise.max_images": 64,
     "cut_sweep.cut_at": ["stem", "stage2"],
+    "cut_sweep.quadrants": ["small_different"],
+}
+# The tiny projects' search spaces (conf/regime/<name>.yaml's `search`): two rates (finetune_all: one rate, its
+# two recipes; the two-phase one with a phase 1 that fits 3 epochs).
+TINY_SEARCH = {
+    "freeze_all": {"lr": [0.01, 0.1]},
+    "truncate_freeze": {"lr": [0.01, 0.1]},
+    "finetune_all": {
+        "lr": [0.01],
+        "variants": {"discriminative": {}, "two_phase": {"head_epochs": 1, "plateau_patience": 1}},
+    },
+    "scratch": {"lr": [0.001, 0.01]},
 }
 EXPERIMENT = "transferlab-" + TINY_PARAMS["experiment.name"]  # MLflow experiment; registry names add -<quadrant>
 STAGES = {
     "download",
     "augment",
     "pretrain",
+    "race",
     "cut_sweep",
     "evaluate",
     "advise",
@@ -91,6 +108,15 @@ def copy_project(dest: Path, params: dict | None = None) -> Path:
     if params is TINY_PARAMS:
         from omegaconf import OmegaConf
 
+        for regime, search in TINY_SEARCH.items():
+            conf = OmegaConf.load(dest / f"conf/regime/{regime}.yaml")
+            conf.search = search
+            OmegaConf.save(conf, dest / f"conf/regime/{regime}.yaml")
+        # One process per stage: a tiny cell takes a second, a worker ~15 s to start (imports, MLflow), and
+        # pytest-xdist already keeps both cores busy. Cells side by side are tested on their own.
+        trainer = OmegaConf.load(dest / "conf/trainer/cpu.yaml")
+        trainer.cell_processes = 1
+        OmegaConf.save(trainer, dest / "conf/trainer/cpu.yaml")
         experiment = OmegaConf.load(dest / "conf/experiment/builtin_digits.yaml")
         for quadrant in ("small_different", "large_different"):
             experiment.targets[quadrant] = {"dataset": "digits", "classes": None}

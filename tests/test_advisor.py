@@ -106,8 +106,7 @@ def test_the_rule_on_synthetic_score_tables(per_class, logme, random, regime, cu
 
 
 def comparison_entry(means: dict[str, float], std: float = 0.02):
-    from transferlab.analysis.verdict import quadrant_verdict
-    from transferlab.core.artifacts import QuadrantComparison, RegimeSummary, Stats
+    from transferlab.core.artifacts import QuadrantComparison, RegimeSummary, Stats, Verdict
 
     def summary(mean: float) -> RegimeSummary:
         stats = Stats(mean=mean, std=std, n=3)
@@ -121,7 +120,24 @@ def comparison_entry(means: dict[str, float], std: float = 0.02):
         )
 
     regimes = {r: summary(m) for r, m in means.items()}
-    return QuadrantComparison(regimes=regimes, verdict=quadrant_verdict("small_similar", regimes))
+    winner = max(means, key=means.get)
+    verdict = Verdict(
+        leader=winner,
+        ranking=sorted(means, key=means.get, reverse=True),
+        call="clear",
+        tied=[winner],
+        recommended=winner,
+        reason="",
+        rivals={},
+        runner_up=None,
+        level=0.95,
+        call_level=0.95,
+        chosen_seed=0,
+        course_note="freeze_all",
+        course_note_rank=None,
+        not_converged=[],
+    )
+    return QuadrantComparison(regimes=regimes, verdict=verdict)
 
 
 def stats_of(mean: float):

@@ -66,18 +66,27 @@ def test_make_ui_shows_the_verdict_few_params_and_linked_models(pipeline_copy, t
     """`make ui` (the install step taken as done: -o) on the pipeline's store, read as the UI reads it.
     Catches: a parent run without the verdict (an empty row in the runs table), fine-tune runs with
     hundreds of params, unnamed logged models, registry versions without their tags, summary links
-    to artifacts that do not exist."""
+    to artifacts that do not exist, an experiment without its kind (the UI then asks GenAI or
+    model training before it shows any run)."""
     port = free_port()
     with serving(
         ["make", "-o", ".venv/.installed", "ui", f"MLFLOW_PORT={port}"], pipeline_copy, port, tmp_path / "ui.log"
     ) as url:
+        experiment = rest(url, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXPERIMENT}")["experiment"]
+        assert {t["key"]: t["value"] for t in experiment["tags"]}["mlflow.experimentKind"] == "custom_model_development"
         runs = search(url, EXPERIMENT)
         parents = [r for r in runs if tags_of(r)["stage"] == "pipeline" and r["data"].get("metrics")]
         assert len(parents) == 1
         parent = parents[0]
-        assert tags_of(parent)["mlflow.note.content"].startswith("# Which transfer regime wins?")
+        assert tags_of(parent)["mlflow.note.content"].startswith("# Which transfer regime should you use?")
         for quadrant in QUADRANTS:
-            assert tags_of(parent)[f"{quadrant}.winner"] in ("freeze_all", "truncate_freeze", "finetune_all", "scratch")
+            assert tags_of(parent)[f"{quadrant}.recommended"] in (
+                "freeze_all",
+                "truncate_freeze",
+                "finetune_all",
+                "scratch",
+            )
+            assert tags_of(parent)[f"{quadrant}.call"] in ("clear", "tie")
         run_id = parent["info"]["run_id"]
         listed = {f["path"] for f in rest(url, f"/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=report")["files"]}
         summary = rest(url, f"/get-artifact?path=report/summary.md&run_uuid={run_id}")["bytes"].decode()

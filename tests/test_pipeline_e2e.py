@@ -13,95 +13,141 @@ from transferlab.core.names import QUADRANTS, REGIMES
 SEEDS = TINY_PARAMS["seeds"]
 
 
+BUDGET = str(TINY_PARAMS["budgets"][-1])
+
+
+def comparison_of(project):
+    from transferlab.core.artifacts import Comparison
+
+    return Comparison.load(project / "reports/evaluate/comparison.json")
+
+
+def results_of(project, regime: str):
+    from transferlab.core.artifacts import RegimeResults
+
+    return RegimeResults.load(project / "models/finetune" / regime / "results.json")
+
+
 @pytest.mark.e2e
-def test_every_quadrant_regime_and_seed_has_a_result_and_the_winner_is_the_best_on_validation(pipeline_project):
-    """Catches: a missing cell, a winner picked by test accuracy (or by anything but mean val acc),
-    a kept network that is not the best-validation seed."""
-    comparison = json.loads((pipeline_project / "reports/evaluate/comparison.json").read_text())
+def test_every_regime_is_tuned_then_run_on_every_seed_and_the_call_is_on_validation(pipeline_project):
+    """Catches: a missing cell, a regime compared at a rate nobody tuned, a search that read a comparison
+    seed, a leader picked by test accuracy (or by anything but mean validation accuracy), a kept network
+    that is not the best-validation seed."""
+    from transferlab.core.artifacts import RaceResults
+
+    comparison = comparison_of(pipeline_project)
+    race = RaceResults.load(pipeline_project / "models/race/results.json")
     for regime in REGIMES:
-        results = json.loads((pipeline_project / "models/finetune" / regime / "results.json").read_text())
+        results = results_of(pipeline_project, regime)
+        assert list(results.budgets) == [BUDGET]
         for quadrant in QUADRANTS:
-            seeds = results["quadrants"][quadrant]["seeds"]
-            assert sorted(map(int, seeds)) == SEEDS, (regime, quadrant)
-            for result in seeds.values():
-                assert 0 <= result["val_acc"] <= 1 and set(result["test"]) == {"acc", "macro_f1", "loss", "ece"}
-            best_val = max(sorted(seeds, key=int), key=lambda s: seeds[s]["val_acc"])
-            assert results["quadrants"][quadrant]["chosen_seed"] == int(best_val)
+            found = results.at(int(BUDGET), quadrant)
+            assert sorted(map(int, found.seeds)) == SEEDS, (regime, quadrant)
+            for record in found.seeds.values():
+                assert 0 <= record.val_acc <= 1 and record.test is not None and record.val_correct
+            search = found.search
+            assert search is not None and search.seed not in SEEDS, "the search must not train a compared seed"
+            assert {t.lr for t in search.trials} == set(search.grid_lr) and found.lr == search.lr
+            assert search.lr == max((t for t in search.trials if t.pruned_at is None), key=lambda t: t.best).lr
+            assert found.cost is not None and found.cost.train_flops > 0
+            best_val = max(sorted(found.seeds, key=int), key=lambda s: found.seeds[s].val_acc)
+            assert found.chosen_seed == int(best_val)
             assert (pipeline_project / "models/finetune" / regime / quadrant / "model.pt").is_file()
     for quadrant in QUADRANTS:
-        by_regime = {}
+        entry = comparison[quadrant]
+        extra = race.budgets.get(BUDGET, {}).get(quadrant, {})
+        means = {}
         for regime in REGIMES:
-            results = json.loads((pipeline_project / "models/finetune" / regime / "results.json").read_text())
-            vals = [r["val_acc"] for r in results["quadrants"][quadrant]["seeds"].values()]
-            by_regime[regime] = sum(vals) / len(vals)
-        best = max(REGIMES, key=lambda r: (by_regime[r], -REGIMES.index(r)))
-        assert comparison[quadrant]["verdict"]["winner"] == best, quadrant
+            records = {**results_of(pipeline_project, regime).at(int(BUDGET), quadrant).seeds, **extra.get(regime, {})}
+            means[regime] = sum(r.val_acc for r in records.values()) / len(records)
+            assert entry.regimes[regime].seeds == sorted(map(int, records))
+        assert entry.verdict.leader == max(REGIMES, key=lambda r: (means[r], -REGIMES.index(r))), quadrant
+        assert entry.verdict.recommended in entry.verdict.tied and entry.verdict.call in ("clear", "tie")
 
 
 @pytest.mark.e2e
-def test_the_registered_champion_is_the_winners_best_validation_network(pipeline_project):
-    """Catches: registering a regime other than the winner, a model other than the tested one, or a
-    version that does not link back to the run that trained it."""
+def test_the_race_added_seeds_only_to_tied_regimes(pipeline_project):
+    """Catches: a race that trains every regime, or seeds past compare.max_seeds, in the real stage."""
+    from transferlab.core.artifacts import RaceResults
+
+    race = RaceResults.load(pipeline_project / "models/race/results.json")
+    for quadrant, added in race.budgets.get(BUDGET, {}).items():
+        tied_at_looks = set("+".join(race.looks[BUDGET][quadrant]).split("+"))
+        assert set(added) <= tied_at_looks, quadrant
+        for records in added.values():
+            assert len(SEEDS) + len(records) <= TINY_PARAMS["compare.max_seeds"]
+
+
+@pytest.mark.e2e
+def test_the_registered_champion_is_the_recommended_regimes_best_validation_network(pipeline_project):
+    """Catches: registering a regime other than the recommended one, a model other than the tested one, a
+    description that does not say why, or a version that does not link back to the run that trained it."""
     import mlflow.pyfunc
     import numpy as np
 
     from transferlab.data.arrays import load_split
 
-    comparison = json.loads((pipeline_project / "reports/evaluate/comparison.json").read_text())
+    comparison = comparison_of(pipeline_project)
     mlflow_client = client(pipeline_project)
     mlflow.set_tracking_uri(f"sqlite:///{pipeline_project / 'mlflow.db'}")
     for quadrant in QUADRANTS:
-        verdict = comparison[quadrant]["verdict"]
+        verdict = comparison[quadrant].verdict
         name = f"{EXPERIMENT}-{quadrant}"
         champion = mlflow_client.get_model_version_by_alias(name, "champion")
-        assert champion.tags["regime"] == verdict["winner"] and champion.tags["seed"] == str(verdict["chosen_seed"])
+        assert champion.tags["regime"] == verdict.recommended and champion.tags["seed"] == str(verdict.chosen_seed)
         evaluation = mlflow_client.get_run(champion.run_id)
         training = mlflow_client.get_run(evaluation.data.tags["training_run"])
-        assert {k: training.data.tags[k] for k in ("stage", "quadrant", "regime", "seed")} == {
-            "stage": "finetune",
+        assert {k: training.data.tags[k] for k in ("quadrant", "regime", "seed")} == {
             "quadrant": quadrant,
-            "regime": verdict["winner"],
-            "seed": str(verdict["chosen_seed"]),
+            "regime": verdict.recommended,
+            "seed": str(verdict.chosen_seed),
         }
-        assert champion.description and "validation" in champion.description
+        assert training.data.tags["stage"] in ("finetune", "race")
+        assert verdict.reason in champion.description
         images, labels = load_split(pipeline_project / "data/raw" / quadrant, "test")
         model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
         accuracy = float((np.asarray(model.predict(np.ascontiguousarray(images))).argmax(1) == labels).mean())
-        results = json.loads((pipeline_project / "models/finetune" / verdict["winner"] / "results.json").read_text())
-        tested = results["quadrants"][quadrant]["seeds"][str(verdict["chosen_seed"])]["test"]["acc"]
+        summary = comparison[quadrant].regimes[verdict.recommended]
+        tested = summary.test_acc[summary.seeds.index(verdict.chosen_seed)]
         assert accuracy == pytest.approx(tested, abs=1e-6), "the registered model is not the tested one"
 
 
 @pytest.mark.e2e
-def test_metrics_json_is_numbers_only_with_every_regimes_mean_and_std(pipeline_project):
-    """Catches: strings or constants in the DVC metrics file, a missing regime or statistic."""
+def test_metrics_json_is_numbers_only_with_the_call_and_every_regimes_mean_and_std(pipeline_project):
+    """Catches: strings or constants in the DVC metrics file, a missing regime, statistic, call or chosen rate."""
     metrics = json.loads((pipeline_project / "reports/metrics.json").read_text())
-    comparison = json.loads((pipeline_project / "reports/evaluate/comparison.json").read_text())
+    comparison = comparison_of(pipeline_project)
 
     def leaves(node):
         return [v for value in node.values() for v in (leaves(value) if isinstance(value, dict) else [value])]
 
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in leaves(metrics))
-    assert list(metrics)[:3] == ["winner_acc", "winner", "margin_val"], "the headline first (dvc exp show)"
+    assert list(metrics)[:3] == ["winner_acc", "winner", "clear"], "the headline first (dvc exp show)"
     for quadrant in QUADRANTS:
+        verdict = comparison[quadrant].verdict
         winner = REGIMES[metrics["winner"][quadrant] - 1]
-        assert winner == comparison[quadrant]["verdict"]["winner"]
+        assert winner == verdict.recommended and metrics["clear"][quadrant] == int(verdict.call == "clear")
+        rival = verdict.rivals[verdict.runner_up]
+        assert (metrics["diff_low"][quadrant], metrics["diff_high"][quadrant]) == (rival.low, rival.high)
+        assert set(metrics["lr"][quadrant]) == set(REGIMES)
         for regime in REGIMES:
-            assert set(metrics[quadrant][regime]) == {"acc", "acc_std", "macro_f1", "macro_f1_std"}
+            assert set(metrics[quadrant][regime]) == {"acc", "acc_std", "macro_f1", "macro_f1_std", "val_acc"}
         assert metrics["winner_acc"][quadrant] == metrics[quadrant][winner]["acc"]
 
 
 @pytest.mark.e2e
-def test_report_states_the_verdict_for_every_quadrant(pipeline_project):
-    """Catches: a report without a quadrant's winner, margin, seed count or the course note's rank."""
+def test_report_states_the_call_for_every_quadrant(pipeline_project):
+    """Catches: a report without a quadrant's recommendation, interval, tie set or the course note's rank."""
     summary = (pipeline_project / "reports/summary.md").read_text()
-    comparison = json.loads((pipeline_project / "reports/evaluate/comparison.json").read_text())
+    comparison = comparison_of(pipeline_project)
+    assert summary.startswith("# Which transfer regime should you use?")
     for quadrant in QUADRANTS:
-        verdict = comparison[quadrant]["verdict"]
+        verdict = comparison[quadrant].verdict
         line = next(line for line in summary.splitlines() if line.startswith(f"- **{quadrant}**"))
-        assert f"`{verdict['winner']}` wins on validation" in line
-        assert f"won on {verdict['seeds_won']} of {verdict['seeds_compared']} seeds" in line
-        assert "course note prescribes" in line
+        assert f"use `{verdict.recommended}`" in line
+        assert ("course note prescribes" in line) and (verdict.call != "tie" or "tie between" in line)
+        row = next(line for line in summary.splitlines() if line.startswith(f"| {quadrant} | {verdict.call} |"))
+        assert ", ".join(verdict.tied) in row
     for figure in ("regime_matrix.png", "cut_sweep.png"):
         assert (pipeline_project / "reports/figures" / figure).stat().st_size > 1000
 
@@ -115,11 +161,12 @@ def would_run(project) -> set[str]:
 @pytest.mark.parametrize(
     "change,expected",
     [
-        ({"regime.scratch.lr": 0.0042}, {"finetune@scratch"}),
-        ({"regime.truncate_freeze.cut_at": "stage1"}, {"finetune@truncate_freeze", "cut_sweep"}),
+        ({"regime.scratch.lr": 0.0042}, {"finetune@scratch", "race"}),
+        ({"regime.truncate_freeze.cut_at": "stage1"}, {"finetune@truncate_freeze", "race", "cut_sweep"}),
         ({"cut_sweep.cut_at": ["stem", "stage1"]}, {"cut_sweep"}),
         ({"evaluate.promote_margin": 0.1}, {"evaluate"}),
-        ({"finetune.steps": 8}, {f"finetune@{r}" for r in REGIMES} | {"cut_sweep", "report"}),
+        ({"compare.max_seeds": 4}, {"race", "evaluate", "report"}),
+        ({"budgets": [8]}, {f"finetune@{r}" for r in REGIMES} | {"race", "cut_sweep", "evaluate", "report"}),
         ({"pretrain.lr": 0.002}, {"pretrain"}),
         ({"augment.copies": 2}, {"augment"}),
         ({"advise.max_images": 32}, {"advise"}),
@@ -140,14 +187,14 @@ def test_a_params_change_reruns_exactly_the_stages_that_read_it(pipeline_copy, c
             "conf/regime/finetune_all.yaml",
             "backbone_lr_factor: 0.1",
             "backbone_lr_factor: 0.2",
-            {"finetune@finetune_all"},
+            {"finetune@finetune_all", "race"},
         ),
         ("conf/augment/default.yaml", "p: 0.5", "p: 0.4", {"augment"}),
         (
             "src/transferlab/analysis/verdict.py",
             '"""The comparison',
             '"""The comparison\n',
-            {"evaluate", "advise", "report"},
+            {"race", "evaluate", "advise", "report"},
         ),
         ("src/transferlab/data/arrays.py", '"""Prepared', '"""Prepared\n', STAGES - {"download", "report"}),
     ],
@@ -162,8 +209,8 @@ def test_a_file_change_reruns_the_stages_that_read_it(pipeline_copy, path, old, 
 
 @pytest.mark.e2e
 def test_mlflow_holds_one_run_per_cell_nested_under_the_pipeline_parent(pipeline_project):
-    """Catches: missing or duplicate runs, runs outside the parent, a parent without the verdict,
-    metric names that differ between regimes, runs left RUNNING."""
+    """Catches: missing or duplicate runs, runs outside the parent, a search's trials outside its run, a parent
+    without the call, metric names that differ between regimes, runs left RUNNING."""
     runs = experiment_runs(pipeline_project)
     [parent] = [r for r in runs if r.data.tags["stage"] == "pipeline" and "small_similar/test_acc" in r.data.metrics]
     cells = [r for r in runs if r.data.tags["stage"] == "finetune"]
@@ -171,16 +218,32 @@ def test_mlflow_holds_one_run_per_cell_nested_under_the_pipeline_parent(pipeline
         (q, r, str(s)) for q in QUADRANTS for r in REGIMES for s in SEEDS
     )
     assert {r.info.status for r in runs} == {"FINISHED"}
-    nested = [r for r in runs if r.data.tags["stage"] != "pipeline" and r.data.tags["stage"] != "pretrain"]
+    searches = {r.info.run_id: r for r in runs if r.data.tags["stage"] == "tune" and "chosen_lr" in r.data.params}
+    assert sorted((r.data.tags["quadrant"], r.data.tags["regime"]) for r in searches.values()) == sorted(
+        (q, r) for q in QUADRANTS for r in REGIMES
+    )
+    trials = [r for r in runs if r.data.tags["stage"] == "tune" and r.info.run_id not in searches]
+    assert trials and {r.data.tags["mlflow.parentRunId"] for r in trials} <= set(searches)
+    assert all("test/acc" not in r.data.metrics for r in trials), "a search's trial was tested"
+    nested = [r for r in runs if r.data.tags["stage"] not in ("pipeline", "pretrain") and r not in trials]
     assert {r.data.tags["mlflow.parentRunId"] for r in nested} == {parent.info.run_id}
     names = {frozenset(k for k in r.data.metrics if k.startswith(("train/", "val/", "test/"))) for r in cells}
     assert len(names) == 1, "every regime must log the same metric names"
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "test/macro_f1"} <= set(next(iter(names)))
-    comparison = json.loads((pipeline_project / "reports/evaluate/comparison.json").read_text())
+    comparison = comparison_of(pipeline_project)
     for quadrant in QUADRANTS:
-        verdict = comparison[quadrant]["verdict"]
-        assert parent.data.tags[f"{quadrant}.winner"] == verdict["winner"]
-        assert parent.data.metrics[f"{quadrant}/test_acc"] == pytest.approx(verdict["winner_test"]["acc"]["mean"])
+        entry = comparison[quadrant]
+        v = entry.verdict
+        assert parent.data.tags[f"{quadrant}.recommended"] == v.recommended
+        assert parent.data.tags[f"{quadrant}.call"] == v.call
+        assert parent.data.metrics[f"{quadrant}/test_acc"] == pytest.approx(
+            entry.regimes[v.recommended].test["acc"].mean
+        )
+        assert parent.data.metrics[f"{quadrant}/diff_low"] == pytest.approx(v.rivals[v.runner_up].low)
+        for regime in REGIMES:
+            assert float(parent.data.params[f"chosen_lr.{quadrant}.{regime}"]) == pytest.approx(
+                entry.regimes[regime].lr
+            )
 
 
 @pytest.mark.e2e
@@ -212,12 +275,12 @@ def test_dvc_plots_colour_by_regime_pair_train_and_val_and_mark_chance(pipeline_
     rows = curves["data"]["values"]
     assert {r["metric"] for r in rows} == {"train/acc", "val/acc"}, "the names MLflow uses"
     assert {(r["quadrant"], r["regime"]) for r in rows} == {(q, r) for q in QUADRANTS for r in REGIMES}
-    comparison = json.loads((pipeline_copy / "reports/evaluate/comparison.json").read_text())
-    assert all(float(r["chance"]) == pytest.approx(1 / comparison[r["quadrant"]]["num_classes"]) for r in rows)
+    comparison = comparison_of(pipeline_copy)
+    assert all(float(r["chance"]) == pytest.approx(1 / comparison[r["quadrant"]].num_classes) for r in rows)
     assert sorted({int(r["epoch"]) for r in rows}) == list(range(1, TINY_PARAMS["finetune.epochs"] + 1))
     assert curves["spec"]["layer"][0]["encoding"]["color"]["field"] == "regime"
     bars = by_file["reports/comparison.csv"]["data"]["values"]
-    assert sum(r["role"] == "winner" for r in bars) == len(QUADRANTS)
+    assert sum(r["role"] == "recommended" for r in bars) == len(QUADRANTS)
     assert sum(r["course_note"] == "prescribed" for r in bars) == len(QUADRANTS)
 
 
@@ -241,9 +304,7 @@ def test_mlflow_runs_are_readable_few_params_epoch_steps_no_bookkeeping_series(p
         history = mlflow_client.get_metric_history(cell.info.run_id, "val/acc")
         assert [m.step for m in history] == list(range(1, TINY_PARAMS["finetune.epochs"] + 1))
         assert all(len(repr(m.value)) <= 10 for m in history), [m.value for m in history]
-        classes = json.loads((pipeline_copy / "reports/evaluate/comparison.json").read_text())[
-            cell.data.tags["quadrant"]
-        ]["num_classes"]
+        classes = comparison_of(pipeline_copy)[cell.data.tags["quadrant"]].num_classes
         assert cell.data.tags["val_samples"] == str(classes * TINY_PARAMS["data.val_per_class"])
     evaluations = [r for r in runs if r.data.tags["stage"] == "evaluate"]
     assert len(evaluations) == len(QUADRANTS)
@@ -303,3 +364,43 @@ def test_cells_side_by_side_give_what_one_process_gives(pipeline_project, prepar
     assert json.loads((one / "results.json").read_text()) == json.loads((side_by_side / "results.json").read_text())
     for quadrant in QUADRANTS:
         assert (one / quadrant / "model.pt").read_bytes() == (side_by_side / quadrant / "model.pt").read_bytes()
+
+
+@pytest.mark.e2e
+def test_poisoned_test_labels_change_no_choice(pipeline_project, pipeline_copy):
+    """Catches: any choice that reads the test split (the search, the kept seed, the race, the call, the
+    recommendation). Every quadrant's test labels are shuffled; scratch and the race run again; every
+    choice must be the template's, and only test metrics may move."""
+    import numpy as np
+
+    from transferlab.analysis.verdict import call_level, comparison
+    from transferlab.core.artifacts import RaceResults
+
+    for quadrant in QUADRANTS:
+        path = pipeline_copy / "data/raw" / quadrant / "y_test.npy"
+        labels = np.load(path)
+        np.save(path, np.roll(labels, 1) if len(set(labels)) > 1 else labels)
+    run(pipeline_copy, "transferlab.finetune", "regime=scratch")
+    run(pipeline_copy, "transferlab.race")
+    poisoned, clean = results_of(pipeline_copy, "scratch"), results_of(pipeline_project, "scratch")
+    for quadrant in QUADRANTS:
+        a, b = poisoned.at(int(BUDGET), quadrant), clean.at(int(BUDGET), quadrant)
+        assert (a.lr, a.variant, a.chosen_seed, a.search) == (b.lr, b.variant, b.chosen_seed, b.search), quadrant
+        assert {s: r.val_correct for s, r in a.seeds.items()} == {s: r.val_correct for s, r in b.seeds.items()}
+    assert any(
+        poisoned.at(int(BUDGET), q).seeds["0"].test != clean.at(int(BUDGET), q).seeds["0"].test for q in QUADRANTS
+    ), "the test labels were not poisoned"
+    level, at = 0.95, call_level(0.95, len(SEEDS), TINY_PARAMS["compare.max_seeds"])
+    verdicts = {}
+    for project in (pipeline_copy, pipeline_project):
+        results = {r: results_of(project, r).budgets for r in REGIMES}
+        race = RaceResults.load(project / "models/race/results.json")
+        made = comparison(results, race.budgets, list(QUADRANTS), [int(BUDGET)], level, at)
+        verdicts[project] = {
+            q: (e.verdict.call, e.verdict.tied, e.verdict.recommended, e.verdict.chosen_seed) for q, e in made.items()
+        }
+    assert verdicts[pipeline_copy] == verdicts[pipeline_project]
+    assert verdicts[pipeline_project] == {
+        q: (e.verdict.call, e.verdict.tied, e.verdict.recommended, e.verdict.chosen_seed)
+        for q, e in comparison_of(pipeline_project).items()
+    }

@@ -53,10 +53,12 @@ def test_retrain_keeps_promotes_and_refuses_a_weaker_challenger(pipeline_copy, t
     # small_similar loses its champion (as a new quadrant would have none); a change re-runs one regime.
     # (A tolerance of 0.99: whatever the tiny data gives elsewhere, no quadrant counts as regressed.)
     client(project).delete_registered_model_alias(f"{EXPERIMENT}-small_similar", "champion")
-    set_params(project, {"regime.scratch.lr": 0.002, "retrain.tolerance": 0.99})
+    set_params(project, {"retrain.tolerance": 0.99})
+    conf = project / "conf/regime/scratch.yaml"  # another grid of rates for scratch
+    conf.write_text(conf.read_text().replace("0.001", "0.002", 1))
     code, text, output = retrain(project)
     assert code == 0 and text.startswith("# Retraining: promoted")
-    assert ran(output) == {"finetune@scratch", "evaluate", "report"}, "one regime's lr re-runs that regime only"
+    assert ran(output) == {"finetune@scratch", "race", "evaluate", "report"}, "one regime's grid re-runs that regime"
     assert decisions(project)["small_similar"] == "promote"
     assert champion(project, "small_similar") == 2
     subprocess.run(["dvc", "push"], cwd=project, check=True, env=project_env(), capture_output=True)

@@ -38,7 +38,7 @@ def test_sweep_runs_one_tracked_cell_per_job_in_its_own_folder(prepared_copy, tm
         "quadrant=small_similar",
         "regime=freeze_all,scratch",
         "seed=3",
-        "+finetune.steps=4",
+        "+budgets=[4]",
         "hydra/launcher=submitit_local",
         f"hydra.sweep.dir={sweep_dir}",
     )

@@ -1,81 +1,177 @@
-"""The verdict: winners chosen on validation (never test), margins, seeds won, the course note's rank."""
+"""The verdict: a paired statistical call on validation data only, ties to the cheaper regime, the race for
+seeds, and the flags (not converged, edge of the grid)."""
 
+from __future__ import annotations
+
+import numpy as np
 import pytest
 
-from transferlab.analysis.verdict import comparison, quadrant_verdict, regime_summary, sentence
-from transferlab.core.artifacts import QuadrantSeeds, RegimeResults
+from transferlab.analysis.statistics import paired_bootstrap, still_improving
+from transferlab.analysis.verdict import call_level, comparison, regime_summary, sentence
+from transferlab.core.artifacts import CellRecord, Cost, QuadrantSeeds, SearchRecord, TrialRecord
+from transferlab.training.race import race
+
+IMAGES = 400
 
 
-def record(seed: int, val: float, test: float) -> dict:
-    return {
-        "seed": seed,
-        "val_acc": val,
-        "best_epoch": 1,
-        "epochs": 1,
-        "test": {"acc": test, "macro_f1": test, "loss": 1.0, "ece": 0.1},
-    }
+def bits(accuracy: float, seed: int, base: np.ndarray | None = None, flips: float = 0.0) -> str:
+    """A validation correctness pattern with ``accuracy``; with ``base``, the same images as ``base`` right,
+    except a share ``flips`` of them redrawn (regimes that err on the same images, as real ones do)."""
+    rng = np.random.default_rng(seed)
+    if base is None:
+        right = np.zeros(IMAGES, dtype=int)
+        right[: round(accuracy * IMAGES)] = 1
+        right = rng.permutation(right)
+    else:
+        right = base.copy()
+        redraw = rng.random(IMAGES) < flips
+        right[redraw] = rng.random(redraw.sum()) < accuracy
+    return "".join(map(str, right))
 
 
-def results_of(
-    val: dict[str, list[float]], test: dict[str, list[float]], quadrant: str = "large_similar"
-) -> dict[str, RegimeResults]:
-    """{regime: results.json} for one quadrant from per-seed validation and test accuracies."""
-    out = {}
-    for regime in val:
-        seeds = {str(s): record(s, v, t) for s, (v, t) in enumerate(zip(val[regime], test[regime]))}
-        chosen = max(range(len(val[regime])), key=lambda s: val[regime][s])
-        out[regime] = RegimeResults.model_validate(
-            {"regime": regime, "quadrants": {quadrant: {"seeds": seeds, "chosen_seed": chosen}}}
+def record(seed: int, correct: str, test: float = 0.5, curve: list[float] | None = None) -> CellRecord:
+    acc = correct.count("1") / len(correct)
+    return CellRecord.model_validate(
+        {
+            "seed": seed,
+            "val_acc": acc,
+            "best_epoch": 1,
+            "epochs": 10,
+            "val_correct": correct,
+            "val_by_epoch": curve or [acc] * 10,
+            "test": {"acc": test, "macro_f1": test, "loss": 1.0, "ece": 0.1},
+        }
+    )
+
+
+def seeds_at(
+    accuracy: float, offset: int, seeds=(0, 1, 2), test: float = 0.5, cost: float = 1e9, lr: float = 0.01
+) -> QuadrantSeeds:
+    records = {str(s): record(s, bits(accuracy, 1000 * offset + s), test) for s in seeds}
+    best = max(records, key=lambda s: records[s].val_acc)
+    return QuadrantSeeds(
+        chosen_seed=int(best),
+        seeds=records,
+        lr=lr,
+        cost=Cost(train_flops=cost, trainable_params=10, inference_params=10, inference_flops=1.0),
+    )
+
+
+def verdict_of(found: dict[str, QuadrantSeeds], quadrant: str = "large_similar", race_extra=None):
+    results = {regime: {"150": {quadrant: q}} for regime, q in found.items()}
+    made = comparison(results, {"150": {quadrant: race_extra or {}}}, [quadrant], [150], 0.95, 0.95)
+    return made.budgets["150"][quadrant]
+
+
+def test_the_bootstrap_interval_covers_the_true_difference_and_is_paired():
+    """Catches: an unpaired or seed-only bootstrap (too wide for regimes erring on the same images), and an
+    interval that does not contain the observed difference."""
+    rng = np.random.default_rng(0)
+    a = (rng.random((3, IMAGES)) < 0.70).astype(int)
+    b = a.copy()
+    b[:, :12] = 0  # b is a with 12 of 400 images (3 points) wrong: the same images otherwise
+    a[:, :12] = 1
+    found = paired_bootstrap(a, b)
+    assert found.mean == pytest.approx(0.03, abs=1e-9)
+    assert 0 < found.low <= found.mean <= found.high and found.p_better == 1.0
+    unrelated = (rng.random((3, IMAGES)) < 0.67).astype(int)
+    assert paired_bootstrap(a, unrelated).low < 0 < paired_bootstrap(a, unrelated).high
+
+
+def test_a_clear_winner_and_a_tie_are_called_on_validation_never_test():
+    """Catches: a winner called on the mean alone (a tie reported as a win), or on test accuracy."""
+    clear = verdict_of({"freeze_all": seeds_at(0.80, 1, test=0.1), "finetune_all": seeds_at(0.60, 2, test=0.9)})
+    assert clear.verdict.call == "clear" and clear.verdict.recommended == "freeze_all"
+    assert clear.verdict.rivals["finetune_all"].low > 0 and clear.verdict.tied == ["freeze_all"]
+    close = verdict_of({"freeze_all": seeds_at(0.70, 1), "finetune_all": seeds_at(0.705, 2)})
+    assert close.verdict.call == "tie" and sorted(close.verdict.tied) == ["finetune_all", "freeze_all"]
+    assert close.verdict.rivals["freeze_all"].low < 0 < close.verdict.rivals["freeze_all"].high
+
+
+def test_a_tie_recommends_the_cheaper_regime_and_says_so():
+    """Catches: a tie resolved to the leader (the noise decides), or to a costlier regime."""
+    found = {"finetune_all": seeds_at(0.705, 1, cost=4e12), "freeze_all": seeds_at(0.70, 2, cost=1e10)}
+    entry = verdict_of(found)
+    v = entry.verdict
+    assert v.call == "tie" and v.leader == "finetune_all" and v.recommended == "freeze_all"
+    assert "freeze_all is the cheapest of the tied regimes (400x fewer training FLOPs than finetune_all)" in v.reason
+    assert v.chosen_seed == entry.regimes["freeze_all"].chosen_seed
+    assert sentence("large_similar", entry).startswith("**large_similar**: use `freeze_all`")
+
+
+def test_the_call_level_is_split_over_the_race_looks():
+    """Catches: racing seeds with an unadjusted level, which makes a false clear call likelier at each look."""
+    assert call_level(0.95, 3, 5) == pytest.approx(1 - 0.05 / 3, abs=1e-6)
+    assert call_level(0.95, 3, 3) == 0.95
+
+
+def test_the_race_adds_seeds_to_contenders_only_and_stops_at_max_seeds():
+    """Catches: seeds added to every regime (wasted where the call is settled), to the tuning seed, or past
+    max_seeds; and a race that goes on after the call became clear."""
+    found = {"freeze_all": seeds_at(0.70, 1), "finetune_all": seeds_at(0.705, 2), "scratch": seeds_at(0.3, 3)}
+    trained = []
+
+    def call(extra):
+        return verdict_of(found, race_extra=extra).verdict
+
+    def train(todo):
+        trained.extend(todo)
+        return [record(s, bits(0.70 if r == "freeze_all" else 0.705, 7000 + s)) for r, s in todo]
+
+    seeds_of = {r: {0, 1, 2} for r in found}
+    extra, looks = race(seeds_of, call, train, max_seeds=5, tune_seed=3)
+    assert {r for r, _ in trained} == {"freeze_all", "finetune_all"}, "scratch is out of the race"
+    assert sorted(trained) == [("finetune_all", 4), ("finetune_all", 5), ("freeze_all", 4), ("freeze_all", 5)]
+    assert len(looks) == 2 and all(sorted(look.split("+")) == ["finetune_all", "freeze_all"] for look in looks)
+    assert set(extra["freeze_all"]) == {"4", "5"}
+    summary = regime_summary(found["freeze_all"], extra["freeze_all"])
+    assert summary.seeds == [0, 1, 2, 4, 5] and summary.race_seeds == [4, 5]
+
+    clear = {"freeze_all": seeds_at(0.80, 1), "finetune_all": seeds_at(0.60, 2)}
+    trained.clear()
+    assert race({r: {0, 1, 2} for r in clear}, lambda e: verdict_of(clear, race_extra=e).verdict, train, 5, 3) == (
+        {},
+        [],
+    )
+    assert trained == []
+
+
+def test_a_run_still_improving_in_the_last_third_is_flagged():
+    """Catches: a short budget's verdict shown as final when the runs had not converged."""
+    assert still_improving([0.3, 0.4, 0.5, 0.55, 0.6, 0.62, 0.64, 0.7, 0.75, 0.8], n_val=400)
+    assert not still_improving([0.3, 0.6, 0.7, 0.72, 0.72, 0.72, 0.71, 0.72, 0.70, 0.72], n_val=400)
+    rising = QuadrantSeeds(
+        chosen_seed=0,
+        lr=0.01,
+        seeds={"0": record(0, bits(0.8, 1), curve=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.6, 0.7, 0.75, 0.8])},
+    )
+    flat = seeds_at(0.5, 2, seeds=(0,))
+    entry = verdict_of({"scratch": rising, "freeze_all": flat})
+    assert entry.verdict.not_converged == ["scratch"]
+    assert entry.regimes["scratch"].still_improving == {"0": [0.6, 0.8]}
+    assert "Not converged: scratch" in sentence("large_similar", entry)
+
+
+def test_a_choice_at_the_edge_of_the_grid_is_flagged():
+    """Catches: a tuned rate at the grid's end reported as if the grid had bracketed the optimum."""
+
+    def searched(lr: float) -> SearchRecord:
+        trials = [
+            TrialRecord(lr=v, variant="", val_by_epoch=[0.5], best=0.9 if v == lr else 0.5) for v in (0.001, 0.01, 0.1)
+        ]
+        from transferlab.training.search import Point, SearchResult, TrialResult
+
+        result = SearchResult([TrialResult(Point(t.lr), [t.best], t.best) for t in trials])
+        return SearchRecord(
+            method="grid",
+            seed=100,
+            grid_lr=[0.001, 0.01, 0.1],
+            trials=trials,
+            lr=lr,
+            variant="",
+            at_edge=result.at_edge([0.001, 0.01, 0.1]),
         )
-    return out
 
-
-def test_the_winner_is_the_best_mean_validation_accuracy_even_when_test_says_otherwise():
-    """Catches: a winner chosen by test accuracy (peeking), or by the best single seed."""
-    val = {"freeze_all": [0.70, 0.71, 0.72], "finetune_all": [0.66, 0.67, 0.78]}  # finetune_all: best seed, lower mean
-    test = {"freeze_all": [0.50, 0.51, 0.52], "finetune_all": [0.90, 0.91, 0.92]}  # and far better on test
-    verdict = comparison(results_of(val, test), ["large_similar"])["large_similar"].verdict
-    assert verdict.winner == "freeze_all"
-    assert verdict.runner_up == "finetune_all"
-    assert verdict.margin_val == pytest.approx(0.71 - (0.66 + 0.67 + 0.78) / 3, abs=1e-6)
-    assert verdict.margin_test < 0  # reported, not used
-    assert (verdict.seeds_won, verdict.seeds_compared) == (2, 3)
-    assert verdict.course_note == "finetune_all" and verdict.course_note_rank == 2
-
-
-def test_a_tie_on_validation_goes_to_the_regime_listed_first():
-    """Catches: a tie broken by test accuracy (or by dict order, which is not stable across files)."""
-    val = {"scratch": [0.6, 0.6], "freeze_all": [0.6, 0.6]}
-    test = {"scratch": [0.9, 0.9], "freeze_all": [0.1, 0.1]}
-    verdict = comparison(results_of(val, test), ["large_similar"])["large_similar"].verdict
-    assert verdict.winner == "freeze_all"
-
-
-def test_verdict_in_words_names_winner_margin_seeds_noise_and_the_course_note():
-    """Catches: a sentence that hides a noisy win, or where the course note's regime ranked."""
-    val = {"freeze_all": [0.70, 0.60, 0.80], "truncate_freeze": [0.72, 0.58, 0.66]}
-    test = {"freeze_all": [0.7, 0.6, 0.8], "truncate_freeze": [0.7, 0.6, 0.7]}
-    entry = comparison(results_of(val, test, "small_different"), ["small_different"])["small_different"]
-    text = sentence("small_different", entry)
-    assert text.startswith("**small_different**: `freeze_all` wins on validation (0.700 ± 0.100)")
-    assert "won on 2 of 3 seeds, within one standard deviation: not a clear win" in text
-    assert text.endswith("The course note prescribes `truncate_freeze`: rank 2 of 2 (0.653 validation, 0.667 test).")
-
-
-def test_a_single_regime_wins_without_a_runner_up():
-    """Catches: a crash (or an invented margin) when `regimes` holds one regime."""
-    entry = comparison(
-        results_of({"scratch": [0.5, 0.6]}, {"scratch": [0.5, 0.5]}, "large_different"), ["large_different"]
-    )
-    verdict = entry["large_different"].verdict
-    assert verdict.winner == "scratch" and verdict.runner_up is None and verdict.course_note_rank == 1
-    assert "prescribes the same regime" in sentence("large_different", entry["large_different"])
-
-
-def test_stats_use_the_sample_standard_deviation():
-    """Catches: population std (it understates the spread of 3 seeds)."""
-    summary = regime_summary(
-        QuadrantSeeds.model_validate({"seeds": {"0": record(0, 0.1, 0.1), "1": record(1, 0.3, 0.3)}, "chosen_seed": 1})
-    )
-    assert (summary.val.mean, summary.val.std, summary.val.n) == (0.2, pytest.approx(0.141421, abs=1e-6), 2)
-    assert quadrant_verdict("small_similar", {"freeze_all": summary}).winner == "freeze_all"
+    assert searched(0.1).at_edge and searched(0.001).at_edge and not searched(0.01).at_edge
+    edge = seeds_at(0.7, 1).model_copy(update={"search": searched(0.1), "lr": 0.1})
+    assert regime_summary(edge).at_edge and regime_summary(edge).tuned

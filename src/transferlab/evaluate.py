@@ -1,14 +1,16 @@
-"""Stage `evaluate`: per quadrant, the winning regime (best mean validation accuracy over seeds),
-its network tested, logged and registered.
+"""Stage `evaluate`: per budget and quadrant the statistical call, and each quadrant's recommended regime
+tested, logged and registered.
 
-Reads every regime's models/finetune/<regime>/results.json (validation and test metrics of
-every quadrant and seed) and picks each quadrant's winner on validation data only
-(transferlab.analysis.verdict); the test split is reported for every regime, never used to
-choose. The winner's best-validation seed is the quadrant's model: tested again here
-(confusion matrix, per-class table), logged to MLflow as `<quadrant>-<regime>` in an
-`evaluate/<quadrant>` run nested under the pipeline's parent, and registered as a new
-version of `<experiment>-<quadrant>`; `champion` moves to it only when it beats the current
-champion on the same test set (transferlab.tracking.registry).
+Reads every regime's models/finetune/<regime>/results.json and the race's models/race/results.json
+(validation and test metrics of every budget, quadrant and seed, how each regime was tuned, what it
+costs) and makes the call on validation data only (transferlab.analysis.verdict): a clear winner,
+or a tie resolved to the cheapest tied regime. The test split is reported for every regime, never
+used to choose. At the headline budget (the last of `budgets`), the recommended regime's
+best-validation seed is the quadrant's model: tested again here (confusion matrix, per-class
+table), logged to MLflow as `<quadrant>-<regime>` in an `evaluate/<quadrant>` run nested under the
+pipeline's parent, and registered as a new version of `<experiment>-<quadrant>`, its description
+saying why it was recommended; `champion` moves to it only when it beats the current champion on
+the same test set (transferlab.tracking.registry).
 
 Outputs: reports/evaluate/comparison.json (every regime's stats and each quadrant's
 verdict), reports/evaluate/<quadrant>/{confusion.png, per_class.csv}. What the registry did
@@ -44,13 +46,16 @@ def evaluate_winners(cfg, verdicts, parent: str | None) -> None:
     experiment = cfg.tracking.experiment_name
     decisions: dict[str, RegistryDecision] = {}
     with staged_dir(where.evaluation) as staging:
+        for steps in verdicts.budgets:
+            for quadrant, other in verdicts.budgets[steps].items():
+                other.num_classes = len(DatasetCard.load(where.card(quadrant)).classes)
         for quadrant, entry in verdicts.quadrants.items():
             verdict = entry.verdict
-            winner, seed = verdict.winner, verdict.chosen_seed
-            model_file = where.regime_model(winner, quadrant)
+            winner, seed = verdict.recommended, verdict.chosen_seed
+            raced = seed in entry.regimes[winner].race_seeds
+            model_file = where.race_model(winner, quadrant) if raced else where.regime_model(winner, quadrant)
             module = load_model(model_file)
             classes = DatasetCard.load(where.card(quadrant)).classes
-            entry.num_classes = len(classes)
             images, labels = load_split(where.raw_dataset(quadrant), "test")
             metrics, matrix = evaluate(module, (images, labels), cfg.evaluate.batch_size)
             folder = staging / quadrant
@@ -85,10 +90,11 @@ def evaluate_winners(cfg, verdicts, parent: str | None) -> None:
             for name in ("confusion.png", "per_class.csv"):
                 runs.log_artifact(run_id, folder / name, "evaluation")
             logged = registry.log_model(run_id, module.net, images, name=f"{quadrant}-{winner}")
+            summary = entry.regimes[winner]
             description = (
-                f"{winner} on {quadrant}: the regime with the best mean validation accuracy over seeds "
-                f"{list(cfg.seeds)} ({verdict.winner_val.mean:.3f}); this is its best-validation "
-                f"seed ({seed}), test accuracy {metrics['acc']:.4f}."
+                f"{winner} on {quadrant}, recommended at {verdicts.headline} optimizer steps per run: "
+                f"{verdict.reason}. Its validation accuracy {summary.val.mean:.3f} over seeds {summary.seeds}; this "
+                f"is its best-validation seed ({seed}), test accuracy {metrics['acc']:.4f}."
             )
             decision = registry.register(
                 registry.registered_name(experiment, quadrant),
@@ -122,21 +128,38 @@ def main(argv: list[str]) -> None:
     cfg = load_config("evaluate", argv)
     where = ProjectPaths.of(cfg)
     inputs = {where.regime_results(r): f"finetune@{r}" for r in cfg.regimes}
+    inputs[where.race_results] = "race"
     inputs.update({where.raw_dataset(q) / "x_test.npy": "download" for q in QUADRANTS})
     with prepared("evaluate", inputs, [where.evaluation], check_store):
         with heavy_imports():
-            from transferlab.analysis.verdict import comparison
-            from transferlab.core.artifacts import RegimeResults
+            from transferlab.analysis.verdict import call_level, comparison
+            from transferlab.core.artifacts import RaceResults, RegimeResults
             from transferlab.tracking.runs import open_pipeline
         results = {r: RegimeResults.load(where.regime_results(r)) for r in cfg.regimes}
         for regime, found in results.items():
-            missing = [q for q in QUADRANTS if q not in found.quadrants]
-            if missing or sorted(map(int, found.quadrants[QUADRANTS[0]].seeds)) != sorted(cfg.seeds):
+            budgets = sorted(int(b) for b in found.budgets)
+            first = found.budgets.get(str(cfg.budgets[0]), {})
+            missing = [q for q in QUADRANTS if q not in first]
+            if (
+                budgets != list(cfg.budgets)
+                or missing
+                or sorted(map(int, first[QUADRANTS[0]].seeds)) != sorted(cfg.seeds)
+            ):
                 raise ConfigError(
-                    f"{where.regime_results(regime)} is from other params (quadrants or seeds differ "
+                    f"{where.regime_results(regime)} is from other params (budgets, quadrants or seeds differ "
                     f"from params.yaml): re-run `dvc repro finetune@{regime}`"
                 )
-        verdicts = comparison(results, list(QUADRANTS))
+        race = RaceResults.load(where.race_results)
+        level = float(cfg.compare.level)
+        at = call_level(level, len(cfg.seeds), int(cfg.compare.max_seeds))
+        verdicts = comparison(
+            {r: found.budgets for r, found in results.items()},
+            race.budgets,
+            list(QUADRANTS),
+            list(cfg.budgets),
+            level,
+            at,
+        )
         parent = open_pipeline(cfg).run_id
         evaluate_winners(cfg, verdicts, parent)
 

@@ -32,23 +32,42 @@ CutTable = dict[str, dict[str, dict[str, Stats]]]  # quadrant -> cut -> {"val": 
 
 def metrics_json(comparison: Comparison, checked: dict | None = None) -> MetricsFile:
     """Numbers only, the headline first: DVC keeps the file's order, so `dvc exp show` (which hides the
-    columns that do not fit) shows every quadrant's winner accuracy before the details. `winner` is the
-    winning regime's number in REGIMES (1 = freeze_all, 2 = truncate_freeze, 3 = finetune_all, 4 = scratch)."""
-    out = MetricsFile(winner_acc={}, winner={}, margin_val={})
-    for quadrant, entry in comparison.quadrants.items():
+    columns that do not fit) shows every quadrant's recommendation before the details. `winner` is the
+    recommended regime's number in REGIMES (1 = freeze_all, 2 = truncate_freeze, 3 = finetune_all,
+    4 = scratch); `clear` is 1 for a clear winner, 0 for a tie; `diff_*` and `p_better` compare the leader
+    with the runner-up on validation; `lr` is the rate each regime ran with (chosen on validation)."""
+    out = MetricsFile(
+        winner_acc={}, winner={}, clear={}, diff_val={}, diff_low={}, diff_high={}, p_better={}, lr={}, seeds={}
+    )
+    for quadrant, entry in comparison.items():
         v = entry.verdict
-        out.winner_acc[quadrant] = v.winner_test["acc"].mean
-        out.winner[quadrant] = REGIMES.index(v.winner) + 1
-        if v.runner_up and v.margin_val is not None:
-            out.margin_val[quadrant] = v.margin_val
+        out.winner_acc[quadrant] = entry.regimes[v.recommended].test["acc"].mean
+        out.winner[quadrant] = REGIMES.index(v.recommended) + 1
+        out.clear[quadrant] = int(v.call == "clear")
+        if v.runner_up is not None:
+            r = v.rivals[v.runner_up]
+            out.diff_val[quadrant], out.diff_low[quadrant], out.diff_high[quadrant] = r.diff, r.low, r.high
+            out.p_better[quadrant] = r.p_better
+        out.lr[quadrant] = {regime: s.lr for regime, s in entry.regimes.items() if s.lr is not None}
+        out.seeds[quadrant] = {regime: len(s.seeds) for regime, s in entry.regimes.items()}
         out.regimes[quadrant] = {
             regime: RegimeTestMetrics(
                 acc=s.test["acc"].mean,
                 acc_std=s.test["acc"].std,
                 macro_f1=s.test["macro_f1"].mean,
                 macro_f1_std=s.test["macro_f1"].std,
+                val_acc=s.val.mean,
             )
             for regime, s in entry.regimes.items()
+        }
+    if len(comparison.budgets) > 1:
+        out.budgets = {
+            steps: {
+                "winner": {q: REGIMES.index(e.verdict.recommended) + 1 for q, e in by_q.items()},
+                "winner_acc": {q: e.regimes[e.verdict.recommended].test["acc"].mean for q, e in by_q.items()},
+                "clear": {q: int(e.verdict.call == "clear") for q, e in by_q.items()},
+            }
+            for steps, by_q in comparison.budgets.items()
         }
     if checked:  # last: the headline stays in front for `dvc exp show`
         out.advisor = {
@@ -73,7 +92,7 @@ def cut_sweep_table(results: CutSweepResults) -> CutTable:
             records = list(entry.seeds.values())
             table[quadrant][cut] = {
                 "val": stats([r.val_acc for r in records]),
-                "test": stats([r.test.acc for r in records]),
+                "test": stats([r.test.acc for r in records if r.test is not None]),
             }
     return table
 
@@ -134,6 +153,40 @@ def regimes_run(comparison: Comparison) -> list[str]:
     return [r for r in REGIMES if r in next(iter(comparison.quadrants.values())).regimes]
 
 
+def _flops(value: float) -> str:
+    return f"{value / 1e12:.2f} T" if value >= 1e12 else f"{value / 1e9:.1f} G"
+
+
+def _lr(s) -> str:
+    if s.lr is None:
+        return "-"
+    return f"{s.lr:g}{' ' + s.variant if s.variant else ''}{' (edge)' if s.at_edge else ''}"
+
+
+def protocol(cfg) -> str:
+    tuned = {
+        "successive_halving": f"a grid of learning rates (finetune_all also its recipe: discriminative rates or "
+        f"the textbook's two phases) searched by successive halving (Optuna; rungs at "
+        f"{cfg.tune.min_epochs} epochs x {cfg.tune.reduction_factor}) on seed "
+        f"{cfg.tune.seed}, which no compared run uses",
+        "grid": f"every point of a grid of learning rates run to the end on seed {cfg.tune.seed}, which no "
+        f"compared run uses",
+        "off": "no tuning: the learning rates set in params.yaml",
+    }[cfg.tune.search]
+    budgets = ", ".join(str(b) for b in cfg.budgets)
+    return (
+        f"Each regime was tuned on every quadrant on validation data first ({tuned}; frozen regimes search "
+        f"the whole grid on cached features). Then it trained on seeds {list(cfg.seeds)} at its chosen point, "
+        f"with {budgets} optimizer steps per run (batch {cfg.finetune.batch_size}, {cfg.finetune.epochs} "
+        f"validated epochs, the best checkpoint kept). Per quadrant the leader (best mean validation "
+        f"accuracy) is compared with each rival by a paired bootstrap over seeds and validation images; the "
+        f"call is a clear winner when every rival's interval excludes 0 at the call's level (the "
+        f"{cfg.compare.level:.0%} level split over the race's looks), else a tie, and the cheapest tied regime "
+        f"(training FLOPs) is recommended. While the call is a tie, the tied regimes get more seeds, up to "
+        f"{cfg.compare.max_seeds}. The test split is reported for every regime and never used to choose."
+    )
+
+
 def summary_markdown(
     cfg,
     comparison: Comparison,
@@ -147,42 +200,62 @@ def summary_markdown(
 
     regimes = regimes_run(comparison)
     lines = [
-        "# Which transfer regime wins? The measured answer",
+        "# Which transfer regime should you use? The measured answer",
         "",
-        f"Every regime in `regimes` trained on every quadrant, once per seed {list(cfg.seeds)}, each with the same "
-        f"budget ({cfg.finetune.steps} optimizer steps, batch {cfg.finetune.batch_size}, its own learning rate). "
-        f"The winner of a quadrant is the regime with the best **mean validation accuracy**; the test split is "
-        f"reported for every regime and never used to choose.",
+        *[f"- {sentence(q, e)}" for q, e in comparison.items()],
         "",
-        "| quadrant | winner (validation) | its test acc | runner-up | validation margin | seeds won "
-        "| within 1 std | course note's regime (rank) |",
-        "|---|---|---|---|---|---|---|---|",
+        protocol(cfg),
+        "",
+        f"At {comparison.headline} optimizer steps per run (validation accuracy; the interval is the leader's "
+        f"lead over the runner-up at {cfg.compare.level:.0%}):",
+        "",
+        "| quadrant | call | recommended | its test acc | leader − runner-up | P(leader better) | tied set "
+        "| seeds per regime | course note's regime (rank) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for quadrant, entry in comparison.items():
         v = entry.verdict
-        runner = v.runner_up or "-"
-        margin = f"{v.margin_val:.3f}" if v.runner_up else "-"
-        won = f"{v.seeds_won} of {v.seeds_compared}" if v.runner_up else "-"
-        within = ("yes" if v.within_one_std else "no") if v.runner_up else "-"
+        r = v.rivals.get(v.runner_up) if v.runner_up else None
+        lead = f"{v.leader} − {v.runner_up}: {r.diff:+.3f} [{r.low:+.3f}, {r.high:+.3f}]" if r else "-"
+        p = f"{r.p_better:.2f}" if r else "-"
+        seeds = ", ".join(f"{name} {len(s.seeds)}" for name, s in entry.regimes.items())
         rank = (
             f"{v.course_note} ({v.course_note_rank} of {len(entry.regimes)})"
             if v.course_note_rank
             else f"{v.course_note} (not run)"
         )
+        test = _cell(entry.regimes[v.recommended].test["acc"])
         lines.append(
-            f"| {quadrant} | **{v.winner}** | {_cell(v.winner_test['acc'])} | {runner} | {margin} "
-            f"| {won} | {within} | {rank} |"
+            f"| {quadrant} | {v.call} | **{v.recommended}** | {test} | {lead} | {p} | {', '.join(v.tied)} "
+            f"| {seeds} | {rank} |"
         )
+    if len(comparison.budgets) > 1:
+        lines += [
+            "",
+            "## The verdict at each budget",
+            "",
+            "Recommended regime (call) and its validation accuracy, per optimizer steps per run:",
+            "",
+            "| quadrant | " + " | ".join(f"{b} steps" for b in comparison.budgets) + " |",
+            "|---" * (len(comparison.budgets) + 1) + "|",
+        ]
+        for quadrant in comparison.quadrants:
+            cells = []
+            for by_q in comparison.budgets.values():
+                e = by_q[quadrant]
+                val = e.regimes[e.verdict.recommended].val.mean
+                cells.append(f"{e.verdict.recommended} ({e.verdict.call}, {val:.3f})")
+            lines.append(f"| {quadrant} | " + " | ".join(cells) + " |")
     lines += [
-        "",
-        *[f"- {sentence(q, e)}" for q, e in comparison.items()],
         "",
         f"![regime matrix]({FIGURES}/regime_matrix.png)",
         "",
         "## Every regime on every quadrant",
         "",
-        "Validation accuracy (the criterion) / test accuracy, mean ± std over seeds. "
-        "Marked *: the course note's regime; bold: the winner.",
+        "Validation (the criterion) / test accuracy, mean ± std over seeds; the learning rate each ran with "
+        "(chosen on validation; *edge*: the grid's smallest or largest, the best may lie outside); training "
+        "cost in FLOPs. Marked *: the course note's regime; bold: recommended; ⏳: a seed still improving "
+        "over the last third of its budget.",
         "",
         "| quadrant | " + " | ".join(regimes) + " |",
         "|---" * (len(regimes) + 1) + "|",
@@ -191,9 +264,32 @@ def summary_markdown(
         cells = []
         for regime in regimes:
             s = entry.regimes[regime]
-            text = f"{_cell(s.val)} / {_cell(s.test['acc'])}{' *' if COURSE_NOTE[quadrant] == regime else ''}"
-            cells.append(f"**{text}**" if regime == entry.verdict.winner else text)
+            text = (
+                f"{_cell(s.val)} / {_cell(s.test['acc'])}{' *' if COURSE_NOTE[quadrant] == regime else ''}"
+                f"{' ⏳' if s.still_improving else ''}<br>lr {_lr(s)}"
+                f"{'<br>' + _flops(s.cost.train_flops) + 'FLOPs' if s.cost else ''}"
+            )
+            cells.append(f"**{text}**" if regime == entry.verdict.recommended else text)
         lines.append(f"| {quadrant} | " + " | ".join(cells) + " |")
+    flagged = [(q, r, e.regimes[r]) for q, e in comparison.items() for r in e.verdict.not_converged]
+    if flagged:
+        lines += [
+            "",
+            "Not converged (the verdict may change with a larger budget): validation accuracy at two "
+            "thirds of the budget and the best after it, per seed still improving:",
+            "",
+        ]
+        for quadrant, regime, s in flagged:
+            rises = "; ".join(f"seed {seed}: {a:.3f} -> {b:.3f}" for seed, (a, b) in s.still_improving.items())
+            lines.append(f"- {quadrant} / {regime}: {rises}")
+    edges = [(q, r, e.regimes[r]) for q, e in comparison.items() for r in e.regimes if e.regimes[r].at_edge]
+    if edges:
+        lines += [
+            "",
+            "Chosen at the edge of the grid (widen `search.lr` in conf/regime/<name>.yaml): "
+            + "; ".join(f"{q} / {r}: lr {s.lr:g}" for q, r, s in edges)
+            + ".",
+        ]
     lines += [
         "",
         "Test macro-F1, mean ± std:",
@@ -208,7 +304,8 @@ def summary_markdown(
             "",
             "## Cut-point sweep (truncate_freeze)",
             "",
-            "Validation / test accuracy, mean ± std over seeds, keeping the pretrained stages up to each cut.",
+            "Validation / test accuracy, mean ± std over seeds, keeping the pretrained stages up to each cut "
+            "(at the rate set in params.yaml: the sweep is not tuned).",
             "",
             "| quadrant | " + " | ".join(cuts) + " |",
             "|---" * (len(cuts) + 1) + "|",
@@ -223,14 +320,15 @@ def summary_markdown(
         for quadrant, by_cut in sweep.items():
             best = max(cuts, key=lambda c: by_cut[c]["val"].mean)
             lines.append(
-                f"- **{quadrant}**: the best cut on validation is `{best}` (test {_cell(by_cut[best]['test'])});"
-                f" keeping every stage (`{cuts[-1]}`) gives test {_cell(by_cut[cuts[-1]]['test'])}."
+                f"- **{quadrant}**: the best cut on validation is `{best}` (test "
+                f"{_cell(by_cut[best]['test'])}); keeping every stage (`{cuts[-1]}`) gives test "
+                f"{_cell(by_cut[cuts[-1]]['test'])}."
             )
         lines += ["", f"![cut-point sweep]({FIGURES}/cut_sweep.png)"]
     lines += advisor_markdown(advice or {}, checked or {})
     lines += [
         "",
-        "Confusion matrices of the winners: "
+        "Confusion matrices of the recommended regimes: "
         + ", ".join(f"[{q}](evaluate/{q}/confusion.png)" for q in comparison.quadrants),
         "",
     ]
@@ -242,47 +340,60 @@ def _chance(entry) -> float:
 
 
 def comparison_csv(comparison: Comparison) -> str:
-    """Every regime on every quadrant, for `dvc plots` (template .dvc/plots/regimes.json)."""
+    """Every regime on every quadrant at every budget, for `dvc plots` (template .dvc/plots/regimes.json)."""
     from transferlab.core.names import COURSE_NOTE
 
     columns = [
+        "steps",
         "quadrant",
         "regime",
         "role",
         "course_note",
+        "val_acc",
+        "val_low",
+        "val_high",
         "test_acc",
         "test_acc_std",
         "low",
         "high",
-        "val_acc",
+        "lr",
+        "seeds",
+        "not_converged",
         "chance",
     ]
     rows = []
-    for quadrant, entry in comparison.items():
-        for regime, s in entry.regimes.items():
-            acc = s.test["acc"]
-            role = "winner" if regime == entry.verdict.winner else "other"
-            note = "prescribed" if COURSE_NOTE[quadrant] == regime else ""
-            rows.append(
-                [
-                    quadrant,
-                    regime,
-                    role,
-                    note,
-                    acc.mean,
-                    acc.std,
-                    round(acc.mean - acc.std, 6),
-                    round(acc.mean + acc.std, 6),
-                    s.val.mean,
-                    _chance(entry),
-                ]
-            )
+    for steps, by_q in comparison.budgets.items():
+        for quadrant, entry in by_q.items():
+            v = entry.verdict
+            for regime, s in entry.regimes.items():
+                acc = s.test["acc"]
+                role = "recommended" if regime == v.recommended else "tied" if regime in v.tied else "other"
+                rows.append(
+                    [
+                        steps,
+                        quadrant,
+                        regime,
+                        role,
+                        "prescribed" if COURSE_NOTE[quadrant] == regime else "",
+                        s.val.mean,
+                        s.val_low,
+                        s.val_high,
+                        acc.mean,
+                        acc.std,
+                        round(acc.mean - acc.std, 6),
+                        round(acc.mean + acc.std, 6),
+                        "" if s.lr is None else s.lr,
+                        len(s.seeds),
+                        int(bool(s.still_improving)),
+                        _chance(entry),
+                    ]
+                )
     return csv_text(columns, rows)
 
 
 def learning_curves_csv(comparison: Comparison, where: ProjectPaths) -> str:
-    """train/acc and val/acc per epoch (mean over seeds) of every regime on every quadrant, named as in
-    MLflow, for `dvc plots` (template .dvc/plots/learning_curves.json)."""
+    """train/acc and val/acc per epoch (mean over seeds) of every regime on every quadrant and budget, named
+    as in MLflow, for `dvc plots` (template .dvc/plots/learning_curves.json)."""
     import csv
 
     rows = []
@@ -290,14 +401,28 @@ def learning_curves_csv(comparison: Comparison, where: ProjectPaths) -> str:
         for regime in entry.regimes:
             with open(where.regime_history(regime, quadrant), newline="") as handle:
                 history = list(csv.DictReader(handle))
-            for metric, column in (("train/acc", "train_acc"), ("val/acc", "val_acc")):
-                by_epoch: dict[int, list[float]] = {}
-                for row in history:
-                    if row.get(column):
-                        by_epoch.setdefault(int(row["epoch"]), []).append(float(row[column]))
-                for epoch, values in sorted(by_epoch.items()):
-                    rows.append([quadrant, regime, metric, epoch, round(sum(values) / len(values), 6), _chance(entry)])
-    return csv_text(["quadrant", "regime", "metric", "epoch", "value", "chance"], rows)
+            for steps in comparison.budgets:
+                mine = [row for row in history if row.get("steps") == steps]
+                improving = int(bool(comparison.budgets[steps][quadrant].regimes[regime].still_improving))
+                for metric, column in (("train/acc", "train_acc"), ("val/acc", "val_acc")):
+                    by_epoch: dict[int, list[float]] = {}
+                    for row in mine:
+                        if row.get(column):
+                            by_epoch.setdefault(int(row["epoch"]), []).append(float(row[column]))
+                    for epoch, values in sorted(by_epoch.items()):
+                        rows.append(
+                            [
+                                steps,
+                                quadrant,
+                                regime,
+                                metric,
+                                epoch,
+                                round(sum(values) / len(values), 6),
+                                improving,
+                                _chance(entry),
+                            ]
+                        )
+    return csv_text(["steps", "quadrant", "regime", "metric", "epoch", "value", "not_converged", "chance"], rows)
 
 
 def cut_sweep_csv(sweep: CutTable, cuts: list[str], comparison: Comparison) -> str:
@@ -320,16 +445,50 @@ def log_verdict(cfg, comparison: Comparison, where: ProjectPaths, summary: str, 
     parent = pipeline.run_id
     if parent is None:
         return None
-    metrics, tags = {}, {"mlflow.note.content": summary}
+    metrics, tags, params = {}, {"mlflow.note.content": summary}, {}
     for quadrant, entry in comparison.items():
         v = entry.verdict
-        metrics[f"{quadrant}/test_acc"] = v.winner_test["acc"].mean
-        metrics[f"{quadrant}/test_macro_f1"] = v.winner_test["macro_f1"].mean
-        metrics[f"{quadrant}/val_acc"] = v.winner_val.mean
-        if v.runner_up and v.margin_val is not None:
-            metrics[f"{quadrant}/margin_val"] = v.margin_val
-        tags[f"{quadrant}.winner"] = v.winner
-        tags[f"{quadrant}.course_note_rank"] = str(v.course_note_rank)
+        best = entry.regimes[v.recommended]
+        metrics[f"{quadrant}/test_acc"] = best.test["acc"].mean
+        metrics[f"{quadrant}/test_macro_f1"] = best.test["macro_f1"].mean
+        metrics[f"{quadrant}/val_acc"] = best.val.mean
+        if v.runner_up is not None:
+            r = v.rivals[v.runner_up]
+            metrics.update(
+                {
+                    f"{quadrant}/diff_val": r.diff,
+                    f"{quadrant}/diff_low": r.low,
+                    f"{quadrant}/diff_high": r.high,
+                    f"{quadrant}/p_better": r.p_better,
+                }
+            )
+        if best.cost is not None:
+            metrics.update(
+                {
+                    f"{quadrant}/cost_train_flops": best.cost.train_flops,
+                    f"{quadrant}/cost_inference_flops": best.cost.inference_flops,
+                    f"{quadrant}/cost_trainable_params": best.cost.trainable_params,
+                }
+            )
+        tags.update(
+            {
+                f"{quadrant}.recommended": v.recommended,
+                f"{quadrant}.call": v.call,
+                f"{quadrant}.tied": ",".join(v.tied),
+                f"{quadrant}.reason": v.reason,
+                f"{quadrant}.course_note_rank": str(v.course_note_rank),
+            }
+        )
+        for regime, s in entry.regimes.items():
+            if s.lr is not None:
+                params[f"chosen_lr.{quadrant}.{regime}"] = s.lr
+            if s.variant:
+                params[f"chosen_recipe.{quadrant}.{regime}"] = s.variant
+            metrics[f"{quadrant}/seeds/{regime}"] = len(s.seeds)
+    for steps, by_q in comparison.budgets.items():
+        for quadrant, entry in by_q.items():
+            metrics[f"budget_{steps}/{quadrant}/recommended"] = REGIMES.index(entry.verdict.recommended) + 1
+            metrics[f"budget_{steps}/{quadrant}/clear"] = int(entry.verdict.call == "clear")
     if checked:
         metrics["advisor/hits"] = sum(r["is_winner"] or r["within_one_std"] for r in checked.values())
         metrics.update(
@@ -341,6 +500,7 @@ def log_verdict(cfg, comparison: Comparison, where: ProjectPaths, summary: str, 
         )
     runs.log_metrics(parent, metrics)
     runs.set_tags(parent, tags)
+    runs.log_params(parent, params)
     from omegaconf import OmegaConf
 
     params = flatten(OmegaConf.load(where.root / "params.yaml"))
@@ -383,7 +543,10 @@ def main(argv: list[str]) -> None:
             from transferlab.core.config import save_config
             from transferlab.core.files import staged_dir, write_text
         found = Comparison.load(where.comparison)
-        comparison = Comparison(quadrants={q: found[q] for q in QUADRANTS})
+        comparison = Comparison(
+            headline=found.headline,
+            budgets={steps: {q: by_q[q] for q in QUADRANTS} for steps, by_q in found.budgets.items()},
+        )
         sweep_results = CutSweepResults.load(where.cut_sweep_results)
         cuts = list(sweep_results.cut_at)
         sweep = cut_sweep_table(sweep_results)

@@ -35,7 +35,7 @@ def run_job(cfg) -> float:
     from transferlab.core.config import load_config
     from transferlab.core.files import write_json
     from transferlab.tracking.runs import open_pipeline
-    from transferlab.training.runner import CellRunner, CellSpec
+    from transferlab.training.runner import CellRunner, CellSpec, headline_budget
 
     hydra_cfg = HydraConfig.get()
     arguments = job_arguments(list(hydra_cfg.overrides.task))
@@ -46,7 +46,8 @@ def run_job(cfg) -> float:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     [seed] = stage_cfg.seeds
     runner = CellRunner(stage_cfg, out_dir / "state", open_pipeline(stage_cfg).run_id)
-    record = runner.run(CellSpec.for_regime(stage_cfg, regime, quadrant, seed, stage="sweep")).record
+    spec = CellSpec.for_regime(stage_cfg, regime, quadrant, seed, headline_budget(stage_cfg), stage="sweep")
+    record = runner.run(spec).record
     write_json(out_dir / "cell.json", {"quadrant": quadrant, "regime": regime, **record.model_dump(mode="json")})
     return record.val_acc  # what a Hydra sweeper would optimise: validation, never test
 

@@ -80,8 +80,12 @@ def check(advice: Advice, entry: QuadrantComparison, sweep: dict[str, dict[str, 
     """The advice against the measured comparison of one quadrant (``entry``: comparison.json's) and,
     when the quadrant was swept, truncate_freeze's cut-point curve (``sweep``: {cut: stats})."""
     pick, verdict, regimes = advice.recommendation.regime, entry.verdict, entry.regimes
-    winner = regimes[verdict.winner].val
-    out: dict[str, Any] = {"pick": pick, "winner": verdict.winner, "is_winner": pick == verdict.winner}
+    winner = regimes[verdict.recommended].val
+    out: dict[str, Any] = {
+        "pick": pick,
+        "winner": verdict.recommended,
+        "is_winner": pick == verdict.recommended or pick in verdict.tied,
+    }
     if pick in regimes:
         gap = winner.mean - regimes[pick].val.mean
         out.update(gap_val=round(gap, 6), within_one_std=gap <= winner.std)

@@ -57,7 +57,7 @@ def heatmap(comparison: Comparison, regimes: list[str], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(1.9 * len(regimes) + 2.2, 0.9 * len(quadrants) + 1.8))
     image = ax.imshow(means, cmap="viridis", vmin=0, vmax=1)
     for i, q in enumerate(quadrants):
-        winner = comparison[q].verdict.winner
+        winner = comparison[q].verdict.recommended
         for j, r in enumerate(regimes):
             test = comparison[q].regimes[r].test["acc"]
             star = " ★" if r == winner else ""

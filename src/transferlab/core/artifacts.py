@@ -179,18 +179,22 @@ class EpochRow(Record):
 
 
 class CellRecord(Record):
-    """One trained cell's outcome as the comparison files keep it. ``steps`` and ``n_train`` are left out of
-    the cut sweep's records (its cells share them with the regime's)."""
+    """One trained cell's outcome as the comparison files keep it."""
 
-    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"steps", "n_train"})
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset(
+        {"steps", "n_train", "test", "val_correct", "pruned_at", "val_by_epoch"}
+    )
 
     seed: int
     val_acc: float
     best_epoch: int
     epochs: int
-    test: TestMetrics
+    test: TestMetrics | None = None  # None: a search's trial (never tested)
     steps: int | None = None
     n_train: int | None = None
+    val_correct: str | None = None  # the best checkpoint's right (1) and wrong (0) validation images, in order
+    pruned_at: int | None = None  # a search stopped it after this epoch
+    val_by_epoch: list[float] | None = None  # validation accuracy after each epoch (convergence)
 
 
 class CellResult(Artifact):
@@ -203,18 +207,73 @@ class CellResult(Artifact):
     history: list[EpochRow]
 
 
+class TrialRecord(Record):
+    """One point of a regime's search, as it ran on the search's seed (never tested)."""
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"pruned_at"})
+
+    lr: float
+    variant: str  # "" when the regime has no variants
+    val_by_epoch: list[float]
+    best: float
+    pruned_at: int | None = None  # successive halving stopped it after this epoch
+
+
+class SearchRecord(Record):
+    """How a regime's learning rate (and recipe) were chosen on one quadrant, on validation data only."""
+
+    method: str  # successive_halving | grid
+    seed: int
+    grid_lr: list[float]
+    trials: list[TrialRecord]
+    lr: float  # the choice: the best complete trial
+    variant: str
+    at_edge: bool  # the chosen rate is the grid's smallest or largest: the best may lie outside
+
+
+class Cost(Record):
+    """What a regime costs on a quadrant, counted (deterministic, unlike seconds): FLOPs of training one run
+    (3x the forward pass for every trained step; a frozen part's forward pass once, for its cached
+    features) and of one image's inference through the network kept, and parameters."""
+
+    train_flops: float
+    trainable_params: int
+    inference_params: int
+    inference_flops: float
+
+
 class QuadrantSeeds(Record):
+    """One regime on one quadrant at one budget: how its recipe was chosen and every seed at it."""
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"search", "cost"})
+
     chosen_seed: int  # the seed whose network is kept (best validation)
     seeds: dict[str, CellRecord]  # by str(seed)
+    lr: float | None = None  # the recipe the seeds ran with
+    variant: str = ""
+    search: SearchRecord | None = None  # None: tune.search off (the rate as set)
+    cost: Cost | None = None
 
 
 class RegimeResults(Artifact):
-    """models/finetune/<regime>/results.json: every quadrant and seed of one regime."""
+    """models/finetune/<regime>/results.json: every budget, quadrant and seed of one regime."""
 
     PRODUCER: ClassVar[str] = "finetune@<regime>"
 
     regime: str
-    quadrants: dict[str, QuadrantSeeds]
+    budgets: dict[str, dict[str, QuadrantSeeds]]  # str(steps) -> quadrant -> results
+
+    def at(self, steps: int, quadrant: str) -> QuadrantSeeds:
+        return self.budgets[str(steps)][quadrant]
+
+
+class RaceResults(Artifact):
+    """models/race/results.json: the seeds the race added, per budget, quadrant and regime (and why)."""
+
+    PRODUCER: ClassVar[str] = "race"
+
+    budgets: dict[str, dict[str, dict[str, dict[str, CellRecord]]]]  # steps -> quadrant -> regime -> seed -> record
+    looks: dict[str, dict[str, list[str]]]  # steps -> quadrant -> the contenders at each look, "a+b"
 
 
 class CutSeeds(Record):
@@ -240,36 +299,59 @@ class Stats(Record):
 
 
 class RegimeSummary(Record):
-    """One regime on one quadrant: validation accuracy and every test metric over seeds."""
+    """One regime on one quadrant at one budget: how it was tuned, what it cost, validation accuracy and
+    every test metric over its seeds (the race's included)."""
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"lr", "cost"})
 
     seeds: list[int]
     val_acc: list[float]
     val: Stats
     test: dict[str, Stats]
     test_acc: list[float]
-    chosen_seed: int
+    chosen_seed: int  # its best-validation seed (the network kept)
+    lr: float | None = None  # the learning rate it ran with (chosen on validation unless tuning is off)
+    variant: str = ""
+    tuned: bool = False
+    at_edge: bool = False  # the chosen rate is at the edge of its grid
+    val_low: float = 0.0  # its validation accuracy's interval (bootstrap over seeds and images, compare.level)
+    val_high: float = 0.0
+    race_seeds: list[int] = Field(default_factory=list)  # seeds the race added
+    # seeds still improving over the last third of the budget: [best before it, best in it]
+    still_improving: dict[str, list[float]] = Field(default_factory=dict)
+    cost: Cost | None = None
+
+
+class Rival(Record):
+    """The leader against one other regime: validation accuracy difference over their shared seeds and the
+    validation images (paired bootstrap, ``analysis.statistics``)."""
+
+    regime: str
+    diff: float
+    low: float  # the interval at compare.level (95% by default)
+    high: float
+    p_better: float  # P(leader > this regime)
+    seeds: int
+    separated: bool  # the interval at the call's level excludes 0 (see Verdict.call_level)
 
 
 class Verdict(Record):
-    """One quadrant's winner, chosen on validation data only (``analysis.verdict``)."""
+    """One quadrant's call at one budget, on validation data only (``analysis.verdict``)."""
 
-    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset(
-        {"margin_val", "margin_test", "seeds_won", "seeds_compared", "within_one_std"}
-    )
-
-    winner: str
+    leader: str  # the best mean validation accuracy
     ranking: list[str]
-    chosen_seed: int
-    winner_val: Stats
-    winner_test: dict[str, Stats]
-    course_note: str
+    call: str  # clear | tie
+    tied: list[str]  # the leader and every regime it is not separated from
+    recommended: str  # the leader when clear; in a tie the cheapest of the tied set (training FLOPs first)
+    reason: str  # the call and the recommendation in one sentence
+    rivals: dict[str, Rival]
     runner_up: str | None
+    level: float  # the intervals' level (compare.level)
+    call_level: float  # the level the call is made at: compare.level split over the race's looks (Bonferroni)
+    chosen_seed: int  # the recommended regime's best-validation seed
+    course_note: str
     course_note_rank: int | None
-    margin_val: float | None = None
-    margin_test: float | None = None
-    seeds_won: int | None = None
-    seeds_compared: int | None = None
-    within_one_std: bool | None = None
+    not_converged: list[str]  # regimes with a seed still improving over the last third of its budget
 
 
 class QuadrantComparison(Record):
@@ -281,20 +363,17 @@ class QuadrantComparison(Record):
 
 
 class Comparison(Artifact):
-    """reports/evaluate/comparison.json: per quadrant, every regime's summary and the verdict (the file is
-    the mapping of quadrants itself)."""
+    """reports/evaluate/comparison.json: per budget and quadrant, every regime's summary and the call."""
 
     PRODUCER: ClassVar[str] = "evaluate"
 
-    quadrants: dict[str, QuadrantComparison]
+    headline: str  # str(steps) of the headline budget (registered)
+    budgets: dict[str, dict[str, QuadrantComparison]]
 
-    @model_validator(mode="before")
-    @classmethod
-    def _wrap(cls, data: Any) -> Any:
-        return {"quadrants": data} if isinstance(data, dict) and "quadrants" not in data else data
-
-    def as_json(self) -> Any:
-        return self.model_dump(mode="json")["quadrants"]
+    @property
+    def quadrants(self) -> dict[str, QuadrantComparison]:
+        """The headline budget's quadrants."""
+        return self.budgets[self.headline]
 
     def __getitem__(self, quadrant: str) -> QuadrantComparison:
         return self.quadrants[quadrant]
@@ -341,6 +420,10 @@ class RegimeTestMetrics(Record):
     acc_std: float
     macro_f1: float
     macro_f1_std: float
+    val_acc: float
+
+
+HEADLINE_KEYS = ("winner_acc", "winner", "clear", "diff_val", "diff_low", "diff_high", "p_better", "lr", "seeds")
 
 
 class MetricsFile(Artifact):
@@ -349,19 +432,26 @@ class MetricsFile(Artifact):
 
     PRODUCER: ClassVar[str] = "report"
     SORT_KEYS: ClassVar[bool] = False
-    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"advisor"})
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"advisor", "budgets"})
 
-    winner_acc: dict[str, float]
-    winner: dict[str, int]  # the winning regime's number in names.REGIMES, from 1
-    margin_val: dict[str, float]
+    winner_acc: dict[str, float]  # the recommended regime's test accuracy (headline budget)
+    winner: dict[str, int]  # the recommended regime's number in names.REGIMES, from 1
+    clear: dict[str, int]  # 1: a clear winner, 0: a tie
+    diff_val: dict[str, float]  # leader - runner-up on validation, its interval and P(leader better)
+    diff_low: dict[str, float]
+    diff_high: dict[str, float]
+    p_better: dict[str, float]
+    lr: dict[str, dict[str, float]]  # the learning rate each regime ran with
+    seeds: dict[str, dict[str, int]]  # seeds per regime (the race adds some)
     regimes: dict[str, dict[str, RegimeTestMetrics]] = Field(default_factory=dict)
+    budgets: dict[str, dict[str, dict[str, float]]] | None = None  # with more than one budget: each one's call
     advisor: dict[str, int | float] | None = None  # hits (a count), Spearman correlations
 
     @model_validator(mode="before")
     @classmethod
     def _gather_quadrants(cls, data: Any) -> Any:
         if isinstance(data, dict) and "regimes" not in data:
-            fixed = {"winner_acc", "winner", "margin_val", "advisor"}
+            fixed = {*HEADLINE_KEYS, "budgets", "advisor"}
             data = {
                 **{k: v for k, v in data.items() if k in fixed},
                 "regimes": {k: v for k, v in data.items() if k not in fixed},
@@ -370,8 +460,13 @@ class MetricsFile(Artifact):
 
     def as_json(self) -> Any:
         data = self.model_dump(mode="json")
-        regimes, advisor = data.pop("regimes"), data.pop("advisor", None)
-        return {**data, **regimes, **({"advisor": advisor} if advisor is not None else {})}
+        regimes, budgets, advisor = data.pop("regimes"), data.pop("budgets", None), data.pop("advisor", None)
+        return {
+            **data,
+            **regimes,
+            **({"budgets": budgets} if budgets is not None else {}),
+            **({"advisor": advisor} if advisor is not None else {}),
+        }
 
 
 class RegistryDecision(Artifact):

@@ -42,6 +42,7 @@ STAGES = (
     "augment",
     "pretrain",
     "finetune",
+    "race",
     "cut_sweep",
     "evaluate",
     "report",

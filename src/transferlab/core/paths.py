@@ -89,6 +89,18 @@ class ProjectPaths:
     def regime_history(self, regime: str, quadrant: str) -> Path:
         return self.finetune(regime) / quadrant / HISTORY
 
+    # models/race/ (race)
+    @property
+    def race(self) -> Path:
+        return self.models / "race"
+
+    @property
+    def race_results(self) -> Path:
+        return self.race / RESULTS
+
+    def race_model(self, regime: str, quadrant: str) -> Path:
+        return self.race / regime / quadrant / MODEL
+
     # models/cut_sweep/ (cut_sweep)
     @property
     def cut_sweep(self) -> Path:

@@ -16,6 +16,10 @@ from omegaconf import MISSING
 from transferlab.core.errors import ConfigError
 from transferlab.core.names import QUADRANTS, REGIMES
 
+TUNE_SEARCHES = ("successive_halving", "grid", "off")
+# The recipe keys a search variant may override (a variant is a recipe, not another regime).
+VARIANT_KEYS = ("backbone_lr_factor", "head_dropout", "head_hidden", "head_epochs", "plateau_patience", "unfreeze_top")
+
 # --------------------------------------------------------------------------- params.yaml
 
 
@@ -53,11 +57,28 @@ class PretrainParams:
 
 @dataclass
 class FinetuneParams:
-    steps: int = MISSING
     batch_size: int = MISSING
     weight_decay: float = MISSING
     epochs: int = MISSING
     train_per_class: Optional[int] = MISSING
+
+
+@dataclass
+class TuneParams:
+    """How each regime's nuisance hyperparameters are chosen before the comparison (training.search)."""
+
+    search: str = MISSING  # successive_halving | grid | off
+    seed: int = MISSING  # the search's runs train with this seed (not one of `seeds`)
+    min_epochs: int = MISSING  # successive halving's first rung (epochs of the budget's)
+    reduction_factor: int = MISSING  # ... and 1 in this many trials goes on at each rung
+
+
+@dataclass
+class CompareParams:
+    """The statistical call between regimes (analysis.verdict) and the race for seeds (race stage)."""
+
+    level: float = MISSING  # the call: the leader's interval against a rival excludes 0 at this level
+    max_seeds: int = MISSING  # contending regimes get more seeds, up to this many, while the call is a tie
 
 
 @dataclass
@@ -89,6 +110,7 @@ class Params:
 
     seed: Optional[int] = MISSING
     seeds: List[int] = MISSING
+    budgets: List[int] = MISSING
     regimes: List[str] = MISSING
     experiment: Choice = field(default_factory=Choice)
     data: DataParams = field(default_factory=DataParams)
@@ -97,6 +119,8 @@ class Params:
     trainer: Choice = field(default_factory=Choice)
     pretrain: PretrainParams = field(default_factory=PretrainParams)
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
+    tune: TuneParams = field(default_factory=TuneParams)
+    compare: CompareParams = field(default_factory=CompareParams)
     regime: Dict[str, Any] = field(default_factory=dict)
     cut_sweep: CutSweepParams = field(default_factory=CutSweepParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
@@ -108,8 +132,17 @@ class Params:
 
 
 @dataclass
+class SearchConf:
+    """A regime's search space: every learning rate, with every named variant (a set of recipe overrides)."""
+
+    lr: List[float] = MISSING
+    variants: Optional[Dict[str, Dict[str, Any]]] = None
+
+
+@dataclass
 class RegimeConf:
-    """conf/regime/<name>.yaml, after params.yaml's ``regime.<name>`` is merged on (which adds ``lr``)."""
+    """conf/regime/<name>.yaml, after params.yaml's ``regime.<name>`` is merged on (which adds ``lr``, the
+    rate used when ``tune.search`` is off)."""
 
     init: str = MISSING
     cut_at: Optional[str] = MISSING
@@ -121,6 +154,7 @@ class RegimeConf:
     head_epochs: int = MISSING
     plateau_patience: Optional[int] = MISSING
     unfreeze_top: Optional[int] = MISSING
+    search: SearchConf = field(default_factory=SearchConf)
     lr: float = MISSING
     name: Optional[str] = None
 
@@ -253,13 +287,49 @@ def check_params(p: Any, regime_options: list[str]) -> None:
         require(f"{section}.weight_decay", s.weight_decay, s.weight_decay >= 0, "a number >= 0")
     positive_int("pretrain.epochs", p.pretrain.epochs)
     require("pretrain.lr", p.pretrain.lr, p.pretrain.lr > 0, "a number > 0")
-    positive_int("finetune.steps", p.finetune.steps)
+    require(
+        "budgets",
+        list(p.budgets),
+        len(p.budgets) >= 1
+        and all(_is_int(b) and b >= 1 for b in p.budgets)
+        and list(p.budgets) == sorted(set(p.budgets)),
+        "a non-empty list of distinct increasing integers >= 1 (optimizer steps per run)",
+    )
     positive_int("finetune.epochs", p.finetune.epochs)
     require(
         "finetune.epochs",
         p.finetune.epochs,
-        p.finetune.epochs <= p.finetune.steps,
-        f"1..finetune.steps ({p.finetune.steps}): each epoch is at least one optimizer step",
+        p.finetune.epochs <= min(p.budgets),
+        f"1..{min(p.budgets)}, the smallest budget: each epoch is at least one optimizer step",
+    )
+    t = p.tune
+    require("tune.search", t.search, t.search in TUNE_SEARCHES, ", ".join(TUNE_SEARCHES))
+    require(
+        "tune.seed",
+        t.seed,
+        _is_int(t.seed) and t.seed >= 0 and t.seed not in list(p.seeds),
+        f"an integer >= 0 that is not one of seeds {list(p.seeds)} (the comparison's runs must not be the "
+        f"ones the choice was made on)",
+    )
+    require(
+        "tune.min_epochs",
+        t.min_epochs,
+        _is_int(t.min_epochs) and 1 <= t.min_epochs <= p.finetune.epochs,
+        f"1..finetune.epochs ({p.finetune.epochs})",
+    )
+    require(
+        "tune.reduction_factor",
+        t.reduction_factor,
+        _is_int(t.reduction_factor) and t.reduction_factor >= 2,
+        "an integer >= 2",
+    )
+    c = p.compare
+    require("compare.level", c.level, 0.5 <= c.level < 1, "a number in [0.5, 1)")
+    require(
+        "compare.max_seeds",
+        c.max_seeds,
+        _is_int(c.max_seeds) and c.max_seeds >= len(p.seeds),
+        f"an integer >= the number of seeds ({len(p.seeds)})",
     )
     positive_int("finetune.train_per_class", p.finetune.train_per_class, allow_none=True)
     for q in p.cut_sweep.quadrants:
@@ -296,6 +366,33 @@ def check_regime(name: str, r: Any) -> None:
         )
     elif r.head_epochs:
         require(f"{where}.head_epochs", r.head_epochs, False, "0 for a frozen backbone: there is no second phase")
+    search = r.get("search")
+    if search is None:
+        return
+    lrs = list(search.lr)
+    require(
+        f"{where}.search.lr",
+        lrs,
+        len(lrs) >= 1 and all(v > 0 for v in lrs) and len(set(lrs)) == len(lrs),
+        "a non-empty list of distinct learning rates > 0",
+    )
+    for variant, overrides in (search.variants or {}).items():
+        unknown = sorted(set(overrides) - set(VARIANT_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"unknown key '{where}.search.variants.{variant}.{unknown[0]}' (allowed: {', '.join(VARIANT_KEYS)})"
+            )
+        check_regime(f"{name}.search.variants.{variant}", variant_recipe(r, overrides))
+
+
+def variant_recipe(r: Any, overrides: Any) -> Any:
+    """A regime's settings with a search variant's overrides applied (no search of its own)."""
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.merge({k: v for k, v in r.items() if k != "search"}, overrides)
+    OmegaConf.set_struct(merged, False)
+    OmegaConf.update(merged, "search", None, force_add=True)
+    return merged
 
 
 def model_stage_names(model: Any) -> list[str] | None:
@@ -337,25 +434,29 @@ def check_cut_points(cfg: Any) -> None:
 
 def check_phases(cfg: Any) -> None:
     """Two-phase settings that must fit the budget and the network: phase 1 ends before the last epoch, and
-    ``unfreeze_top`` counts stages the regime keeps."""
+    ``unfreeze_top`` counts stages the regime keeps (each search variant too)."""
     names = model_stage_names(cfg.model) or []
     epochs = cfg.finetune.epochs
     for name in cfg.regime:
-        r = cfg.regime[name]
-        kept = names[: names.index(r.cut_at) + 1] if r.cut_at in names else names
-        require(
-            f"regime.{name}.head_epochs",
-            r.head_epochs,
-            r.head_epochs < epochs,
-            f"0..{epochs - 1}: fewer than finetune.epochs ({epochs})",
-        )
-        if r.unfreeze_top is not None:
+        regime = cfg.regime[name]
+        variants = regime.search.variants or {}
+        checked = [(f"regime.{name}", regime)]
+        checked += [(f"regime.{name}.search.variants.{v}", variant_recipe(regime, o)) for v, o in variants.items()]
+        for where, r in checked:
+            kept = names[: names.index(r.cut_at) + 1] if r.cut_at in names else names
             require(
-                f"regime.{name}.unfreeze_top",
-                r.unfreeze_top,
-                r.unfreeze_top <= len(kept),
-                f"null or 1..{len(kept)}, the stages kept",
+                f"{where}.head_epochs",
+                r.head_epochs,
+                r.head_epochs < epochs,
+                f"0..{epochs - 1}: fewer than finetune.epochs ({epochs})",
             )
+            if r.unfreeze_top is not None:
+                require(
+                    f"{where}.unfreeze_top",
+                    r.unfreeze_top,
+                    r.unfreeze_top <= len(kept),
+                    f"null or 1..{len(kept)}, the stages kept",
+                )
 
 
 def check_experiment(experiment: Any) -> None:

@@ -314,6 +314,16 @@ def log_metrics(run_id: str, metrics: dict[str, Any], step: int = 0) -> None:
     with_retry(lambda: client().log_batch(run_id, metrics=batch))
 
 
+def log_params(run_id: str, params: dict[str, Any]) -> None:
+    """Params not logged yet (MLflow refuses to change a param's value)."""
+    from mlflow.entities import Param
+
+    existing = with_retry(lambda: client().get_run(run_id)).data.params
+    batch = [Param(key, _param_value(value)) for key, value in sorted(params.items()) if key not in existing]
+    for start in range(0, len(batch), 100):
+        with_retry(lambda: client().log_batch(run_id, params=batch[start : start + 100]))
+
+
 def set_tags(run_id: str, tags: dict[str, str]) -> None:
     from mlflow.entities import RunTag
 

@@ -149,13 +149,22 @@ def _checked_client(mlflow_client):
     return mlflow_client
 
 
+# MLflow 3's UI asks "GenAI apps or model training?" for an experiment without this tag and, until
+# answered, can open on the GenAI traces view; this value is what its "model training" choice writes.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(name: str) -> str:
     mlflow_client = client()
     existing = with_retry(lambda: mlflow_client.get_experiment_by_name(name))
     if existing is not None:
         return existing.experiment_id
     try:
-        return with_retry(lambda: mlflow_client.create_experiment(name, artifact_location=artifact_location(name)))
+        return with_retry(
+            lambda: mlflow_client.create_experiment(
+                name, artifact_location=artifact_location(name), tags=EXPERIMENT_KIND
+            )
+        )
     except Exception:  # another process created it between the two calls
         found = mlflow_client.get_experiment_by_name(name)
         if found is None:

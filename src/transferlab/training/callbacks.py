@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
@@ -57,6 +58,24 @@ class EpochLines(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._print(trainer, pl_module)
+
+
+class ReportToSearch(L.Callback):
+    """A search's trial: after each epoch, its validation accuracy goes to the search
+    (``training.search.Reporter``); the fit stops when the search prunes the trial. A non-monitoring
+    callback's epoch end runs before the module's, so this epoch's value is the module's latest
+    validation result and its history holds the epochs before (a resumed fit reports those again)."""
+
+    def __init__(self, reporter: Any):
+        self.reporter = reporter
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = getattr(pl_module, "epoch_val_acc", None)
+        if value is None:
+            return
+        self.reporter.replay([row["val_acc"] for row in getattr(pl_module, "history", [])])
+        if self.reporter.report(trainer.current_epoch + 1, value):
+            trainer.should_stop = True
 
 
 def on_terminal() -> bool:

@@ -1,15 +1,20 @@
-"""The comparison's work: every seed of one regime on every quadrant, and truncate_freeze's cut sweep.
+"""The comparison's work: one regime on every quadrant at every budget, and truncate_freeze's cut sweep.
 
-``run_regime`` is the body of the ``finetune@<regime>`` stage: for each quadrant it trains the
-regime once per seed (``seeds``) with the same budget as every other regime
-(``training.budget``), tests each run on the quadrant's test split (reported, never used to
-choose), and keeps the network of the seed with the best validation accuracy: the one the
-registry gets if this regime wins the quadrant. ``run_cut_sweep`` trains truncate_freeze's
-head at every cut point in ``cut_sweep.cut_at`` for the quadrants in ``cut_sweep.quadrants``.
-Every cell goes through ``training.runner``.
+``run_regime`` is the body of the ``finetune@<regime>`` stage. For each budget in ``budgets`` and
+each quadrant it
 
-Frozen regimes train their head on features cached once per quadrant (the pretrained backbone's
-output does not depend on the seed); the cut sweep caches every cut's features from one forward pass.
+1. tunes the regime on validation data (``training.tuning``: its grid searched on ``tune.seed``);
+2. trains it once per seed of ``seeds`` at the chosen point (``seed_spec``; the race stage adds
+   seeds with the same function), each run tested on the quadrant's test split (reported, never
+   used to choose);
+3. counts its cost (``training.cost``) and keeps the best-validation seed's network of the
+   headline budget: the one the registry gets if this regime is recommended there.
+
+Trainable regimes run their quadrants' searches, then their seeds, side by side
+(``training.parallel``); a frozen regime's cells take a fraction of a second on features cached
+once per quadrant. ``run_cut_sweep`` trains truncate_freeze's head at every cut point of
+``cut_sweep.cut_at`` on the quadrants of ``cut_sweep.quadrants``, at the headline budget and the
+configured rate. Every cell goes through ``training.runner``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from transferlab.core.artifacts import CellRecord, CutSeeds, CutSweepResults, QuadrantSeeds, RegimeResults
+from transferlab.core.artifacts import CellRecord, CutSeeds, CutSweepResults, QuadrantSeeds, RegimeResults, SearchRecord
 from transferlab.core.config import save_config
 from transferlab.core.files import csv_text, staged_dir, write_text
 from transferlab.core.names import QUADRANTS
@@ -26,14 +31,16 @@ from transferlab.core.paths import CONFIG, HISTORY, MODEL, RESULTS, ProjectPaths
 from transferlab.tracking import runs
 from transferlab.training import fit as fitting
 from transferlab.training import parallel
+from transferlab.training.cost import regime_cost
 from transferlab.training.module import Classifier, save_model
-from transferlab.training.runner import CellOutcome, CellRunner, CellSpec, history_rows
+from transferlab.training.runner import CellOutcome, CellRunner, CellSpec, build_module, headline_budget
+from transferlab.training.tuning import SearchJob, point_label, point_overrides
 
-HISTORY_COLUMNS = ["seed", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
+HISTORY_COLUMNS = ["steps", "seed", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
 
 
 def history_csv(rows: list[dict]) -> str:
-    """history.csv: one row per (seed, epoch); floats to 6 significant digits, a missing value empty."""
+    """history.csv: one row per (budget, seed, epoch); floats to 6 significant digits, a missing value empty."""
 
     def shown(value) -> str:
         return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
@@ -41,34 +48,80 @@ def history_csv(rows: list[dict]) -> str:
     return csv_text(HISTORY_COLUMNS, [[shown(row.get(c)) for c in HISTORY_COLUMNS] for row in rows])
 
 
+def history_rows(outcomes: list[CellOutcome]) -> list[dict]:
+    """Every epoch of every run, as history.csv rows."""
+    return [
+        {"steps": o.record.steps, "seed": o.record.seed, **row.model_dump()}
+        for o in outcomes
+        for row in o.result.history
+    ]
+
+
 def chosen_seed(records: dict[int, CellRecord]) -> int:
     """The seed whose network is kept: best validation accuracy, the lowest seed on a tie."""
     return max(sorted(records), key=lambda seed: records[seed].val_acc)
 
 
-def regime_specs(cfg: DictConfig, regime: str) -> dict[tuple[str, int], CellSpec]:
-    """The stage's cells: every quadrant, every seed."""
-    return {(q, seed): CellSpec.for_regime(cfg, regime, q, seed) for q in QUADRANTS for seed in cfg.seeds}
+def seed_spec(
+    cfg: DictConfig,
+    regime: str,
+    quadrant: str,
+    seed: int,
+    steps: int,
+    search: SearchRecord | None,
+    stage: str = "finetune",
+) -> CellSpec:
+    """A comparison run: ``regime`` on ``quadrant`` with ``seed`` at the chosen point (or as configured)."""
+    lr, variant = (None, "") if search is None else (search.lr, search.variant)
+    return CellSpec.for_regime(
+        cfg,
+        regime,
+        quadrant,
+        seed,
+        steps,
+        stage=stage,
+        dvc_stage=f"finetune@{regime}" if stage == "finetune" else stage,
+        label=point_label(lr, variant),
+        **point_overrides(cfg, regime, lr, variant),
+    )
 
 
 def run_regime(cfg: DictConfig, regime_name: str, state_root: Path, parent: str | None) -> None:
     """The ``finetune@<regime>`` stage's work; writes models/finetune/<regime>/ when every cell is done."""
     runner = CellRunner(cfg, state_root, parent)
-    specs = regime_specs(cfg, regime_name)
-    side_by_side = cfg.trainer.cell_processes
-    if side_by_side > 1 and not cfg.regime[regime_name].cache_features:  # a head on cached features takes seconds
-        pending = [spec for spec in specs.values() if not runner.is_finished(spec)]
-        parallel.train_cells(runner, pending, side_by_side)
-    quadrants: dict[str, QuadrantSeeds] = {}
+    side_by_side = cfg.trainer.cell_processes if not cfg.regime[regime_name].cache_features else 1
+    budgets: dict[str, dict[str, QuadrantSeeds]] = {}
     networks: dict[str, Classifier] = {}
-    histories: dict[str, list[dict]] = {}
-    for quadrant in QUADRANTS:
-        outcomes: dict[int, CellOutcome] = {seed: runner.run(specs[quadrant, seed]) for seed in cfg.seeds}
-        records = {seed: outcome.record for seed, outcome in outcomes.items()}
-        keep = chosen_seed(records)
-        networks[quadrant] = outcomes[keep].module
-        histories[quadrant] = history_rows(outcomes)
-        quadrants[quadrant] = QuadrantSeeds(chosen_seed=keep, seeds={str(s): r for s, r in records.items()})
+    histories: dict[str, list[dict]] = {q: [] for q in QUADRANTS}
+    with parallel.Workers(runner, side_by_side) as workers:
+        for steps in cfg.budgets:
+            budgets[str(steps)] = {}
+            jobs = [SearchJob(regime_name, q, steps) for q in QUADRANTS]
+            if cfg.tune.search != "off":
+                workers.run([job for job in jobs if not job.run_is_kept(runner)])
+            searches = {job.quadrant: job.run(runner) for job in jobs}
+            specs = {
+                (q, seed): seed_spec(cfg, regime_name, q, seed, steps, searches[q])
+                for q in QUADRANTS
+                for seed in cfg.seeds
+            }
+            workers.run([spec for spec in specs.values() if not runner.is_finished(spec)])
+            for quadrant in QUADRANTS:
+                outcomes = {seed: runner.run(specs[quadrant, seed]) for seed in cfg.seeds}
+                records = {seed: outcome.record for seed, outcome in outcomes.items()}
+                keep = chosen_seed(records)
+                search = searches[quadrant]
+                budgets[str(steps)][quadrant] = QuadrantSeeds(
+                    chosen_seed=keep,
+                    seeds={str(s): r for s, r in records.items()},
+                    lr=specs[quadrant, keep].recipe.lr,
+                    variant="" if search is None else search.variant,
+                    search=search,
+                    cost=cost_of(runner, specs[quadrant, keep], records[keep]),
+                )
+                histories[quadrant] += history_rows(list(outcomes.values()))
+                if steps == headline_budget(cfg):
+                    networks[quadrant] = outcomes[keep].module
     if not runs.launched_as_global_zero():
         return
     where = ProjectPaths.of(cfg)
@@ -77,9 +130,31 @@ def run_regime(cfg: DictConfig, regime_name: str, state_root: Path, parent: str 
             (staging / quadrant).mkdir()
             save_model(network, staging / quadrant / MODEL)
             write_text(staging / quadrant / HISTORY, history_csv(histories[quadrant]))
-        RegimeResults(regime=regime_name, quadrants=quadrants).save(staging / RESULTS)
+        RegimeResults(regime=regime_name, budgets=budgets).save(staging / RESULTS)
         save_config(cfg, staging / CONFIG)
     fitting.clear(state_root)
+
+
+def cost_of(runner: CellRunner, spec: CellSpec, record: CellRecord):
+    """The counted cost of a comparison run (``training.cost``)."""
+    card = runner.card(spec.dataset)
+    module = build_module(runner.cfg, spec.recipe, len(card.classes), spec.budget.epochs)
+    rows = record.n_train or 0
+    if spec.recipe.cache_features:  # the frozen part's features of every materialised training row
+        from transferlab.core.artifacts import AugmentMeta
+
+        rows *= AugmentMeta.load(runner.paths.augment_meta(spec.dataset)).copies + 1
+    n_val = sum(card.counts_per_class["val"].values())
+    return regime_cost(
+        module,
+        runner.cfg.data.image_size,
+        spec.recipe.cache_features,
+        rows,
+        n_val,
+        spec.budget.steps or 0,
+        spec.batch_size,
+        spec.budget.epochs,
+    )
 
 
 def run_cut_sweep(cfg: DictConfig, state_root: Path, parent: str | None) -> None:
@@ -88,6 +163,7 @@ def run_cut_sweep(cfg: DictConfig, state_root: Path, parent: str | None) -> None
     features (train, val and test) come from one forward pass of the pretrained backbone."""
     runner = CellRunner(cfg, state_root, parent)
     cuts = list(cfg.cut_sweep.cut_at)
+    steps = headline_budget(cfg)
     found: dict[str, dict[str, CutSeeds]] = {}
     for quadrant in cfg.cut_sweep.quadrants:
         runner.cache_features(quadrant, cuts, cfg.finetune.train_per_class)
@@ -95,10 +171,9 @@ def run_cut_sweep(cfg: DictConfig, state_root: Path, parent: str | None) -> None
         for cut in cuts:
             seeds = {}
             for seed in cfg.seeds:
-                record = runner.run(
-                    CellSpec.for_regime(cfg, "truncate_freeze", quadrant, seed, stage="cut_sweep", cut_at=cut)
-                ).record
-                seeds[str(seed)] = record.model_copy(update={"steps": None, "n_train": None})
+                spec = CellSpec.for_regime(cfg, "truncate_freeze", quadrant, seed, steps, stage="cut_sweep", cut_at=cut)
+                record = runner.run(spec).record
+                seeds[str(seed)] = record.model_copy(update={"val_correct": None})
             found[quadrant][cut] = CutSeeds(seeds=seeds)
     if not runs.launched_as_global_zero():
         return

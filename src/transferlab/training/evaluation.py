@@ -50,3 +50,16 @@ def per_class_table(matrix: np.ndarray, classes: list[str]) -> str:
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         rows.append([name, f"{precision:.4f}", f"{recall:.4f}", f"{f1:.4f}", int(actual)])
     return csv_text(["class", "precision", "recall", "f1", "support"], rows)
+
+
+@torch.inference_mode()
+def correct_predictions(module: Classifier, data, batch_size: int = 512) -> np.ndarray:
+    """Per row of ``data`` (a training-time dataset: images or cached features, in order), whether the
+    network predicts its label: the paired bootstrap of the verdict resamples these."""
+    module.eval()
+    cached = isinstance(data, TensorDataset)
+    loader = DataLoader(
+        data, batch_size=batch_size, collate_fn=None if cached else collate_images, generator=torch.Generator()
+    )  # its own generator: no draw from the global RNG
+    found = [(module(x).argmax(dim=1) == y).numpy() for x, y in loader]
+    return np.concatenate(found) if found else np.zeros(0, dtype=bool)

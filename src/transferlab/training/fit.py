@@ -146,8 +146,10 @@ def fit(
     state_root: Path,
     parent: str | None,
     single_device: bool = False,
+    callbacks: list[L.Callback] | None = None,
 ) -> Fitted:
-    """Train ``module`` (resuming the cell's saved state if any), tracked in one MLflow run."""
+    """Train ``module`` (resuming the cell's saved state if any), tracked in one MLflow run; ``callbacks``
+    join the fit's own (e.g. a search's pruning)."""
     quiet_lightning()
     folder, record = cell_state(state_root, cell)
     global_zero = runs.launched_as_global_zero()
@@ -174,17 +176,17 @@ def fit(
         enable_version_counter=False,
         auto_insert_metric_name=False,
     )
-    callbacks = [best, EpochSeed(cell.seed), *progress_callbacks(cell.name)]
+    own = [best, EpochSeed(cell.seed), *progress_callbacks(cell.name), *(callbacks or [])]
     if cell.resumable:
-        callbacks.append(ResumeState(folder))
+        own.append(ResumeState(folder))
     kwargs = trainer_settings(cfg.trainer, module, single_device)
     trainer: L.Trainer = instantiate(
         {"_target_": "lightning.pytorch.Trainer", **kwargs},
         max_epochs=cell.epochs,
         logger=logger,
-        callbacks=callbacks,
+        callbacks=own,
         default_root_dir=str(folder),
-        enable_progress_bar=any(type(c).__name__ == "RichProgressBar" for c in callbacks),
+        enable_progress_bar=any(type(c).__name__ == "RichProgressBar" for c in own),
     )
     trainer.fit(
         module,

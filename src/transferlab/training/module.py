@@ -94,6 +94,11 @@ class Classifier(L.LightningModule):
         """Images (N, 3, H, W) through the whole network, or cached features (N, C) through the head."""
         return self.net.head(x) if x.dim() == 2 else self.net(x)
 
+    @property
+    def epoch_val_acc(self) -> float | None:
+        """This epoch's validation accuracy, between the validation and the end of the epoch (else None)."""
+        return self._last_val.get("val/acc")
+
     # -- which stages train when -------------------------------------------------------------
     def _apply_modes(self, mode: bool) -> None:
         training = set(self.plan.training_stages(self.current_epoch)) if mode else set()

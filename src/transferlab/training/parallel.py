@@ -28,10 +28,17 @@ import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from transferlab.training.runner import CellRunner, CellSpec
+    from transferlab.training.runner import CellRunner
+
+
+class Job(Protocol):
+    """A unit of work a worker runs with its own runner: a ``CellSpec``, or a search (``training.tuning``)."""
+
+    def run(self, runner: CellRunner) -> object: ...
+
 
 PR_SET_PDEATHSIG = 1
 
@@ -69,13 +76,13 @@ def _start_worker(parent_pid: int, threads: int, cfg, state_root: Path, parent: 
     _worker["runner"] = CellRunner(cfg, state_root, parent)
 
 
-def _train_cell(spec: CellSpec) -> None:
+def _run_job(job: Job) -> None:
     from transferlab.core.errors import Interrupted
     from transferlab.core.stage import run_cleanups
 
     _worker["training"] = True
     try:
-        _worker["runner"].run(spec)
+        job.run(_worker["runner"])
     except Interrupted:
         run_cleanups("KILLED")
         raise
@@ -86,62 +93,93 @@ def _train_cell(spec: CellSpec) -> None:
         _worker["training"] = False
 
 
-def train_cells(runner: CellRunner, pending: list[CellSpec], processes: int) -> None:
-    """Train the cells ``pending`` with ``runner``: this process and ``processes - 1`` workers (each with
-    a runner of its own for the same stage) take the next cell when free, one core's share of torch
-    threads each. This process trains too: a worker first spends ~8 s importing torch, Lightning and
-    MLflow, which the stage has done already."""
-    import torch
+class Workers:
+    """The stage's worker processes, started when first needed and kept for the stage's every batch of jobs
+    (a worker spends ~8-10 s on its imports: a pool per batch cost the race that for every look)."""
 
-    if not pending:
-        return
-    processes = min(processes, len(pending))
-    threads = max(1, torch.get_num_threads() // processes)  # the stage's threads (OMP_NUM_THREADS), shared out
-    print(f"training {len(pending)} cells in {processes} processes, {threads} torch thread(s) each", flush=True)
-    queue, lock = list(pending), threading.Lock()
-    in_flight: list[Future] = []
-    failures: list[Future] = []
+    def __init__(self, runner: CellRunner, processes: int):
+        self.runner, self.processes = runner, processes
+        self.pool: ProcessPoolExecutor | None = None
+        self.threads = 1
 
-    def take() -> CellSpec | None:
-        with lock:
-            return queue.pop(0) if queue and not failures else None
+    def __enter__(self) -> Workers:
+        return self
 
-    def feed(finished: Future | None = None) -> None:
-        """Give a free worker its next cell (called again, from the pool's thread, when one is done)."""
-        if finished is not None and finished.exception() is not None:
-            failures.append(finished)
+    def __exit__(self, kind, value, traceback) -> None:
+        if self.pool is None:
             return
-        cell = take()
-        if cell is not None:
-            future = pool.submit(_train_cell, cell)
-            in_flight.append(future)
-            future.add_done_callback(feed)
-
-    pool = ProcessPoolExecutor(
-        processes - 1,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_start_worker,
-        initargs=(os.getpid(), threads, runner.cfg, runner.state_root, runner.parent),
-    )
-    own_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for _ in range(processes - 1):
-            feed()
-        while (cell := take()) is not None:
-            runner.run(cell)
-        wait(list(in_flight))
-        for future in failures or in_flight:
-            future.result()  # a worker's error (ConfigError, a crash) is the stage's
-    except BaseException:  # that error, or SIGTERM/SIGINT to the stage (Interrupted)
-        with lock:
-            queue.clear()
-        pool.shutdown(wait=False, cancel_futures=True)
+        if kind is None:
+            self.pool.shutdown(wait=True)
+            return
+        self.pool.shutdown(wait=False, cancel_futures=True)
         for worker in multiprocessing.active_children():
             worker.terminate()  # SIGTERM: the worker closes its run KILLED and exits
         for worker in multiprocessing.active_children():
             worker.join(timeout=60)
-        raise
-    finally:
-        torch.set_num_threads(own_threads)
-    pool.shutdown(wait=True)
+
+    def _started(self) -> ProcessPoolExecutor:
+        import torch
+
+        if self.pool is None:
+            self.threads = max(1, torch.get_num_threads() // self.processes)  # the stage's threads, shared out
+            self.pool = ProcessPoolExecutor(
+                self.processes - 1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(os.getpid(), self.threads, self.runner.cfg, self.runner.state_root, self.runner.parent),
+            )
+        return self.pool
+
+    def run(self, pending: list[Job]) -> None:
+        """Run the jobs ``pending`` (cells, or whole searches): this process and the workers (each with a
+        runner of its own for the same stage) take the next job when free, one core's share of torch
+        threads each. This process works too. What a job makes is kept in the stage's state folder, from
+        which the stage reads it back afterwards."""
+        import torch
+
+        if not pending:
+            return
+        if self.processes < 2 or len(pending) < 2:
+            for job in pending:
+                job.run(self.runner)
+            return
+        pool = self._started()
+        print(
+            f"running {len(pending)} jobs in {self.processes} processes, {self.threads} torch thread(s) each",
+            flush=True,
+        )
+        queue, lock = list(pending), threading.Lock()
+        in_flight: list[Future] = []
+        failures: list[Future] = []
+
+        def take() -> Job | None:
+            with lock:
+                return queue.pop(0) if queue and not failures else None
+
+        def feed(finished: Future | None = None) -> None:
+            """Give a free worker its next job (called again, from the pool's thread, when one is done)."""
+            if finished is not None and finished.exception() is not None:
+                failures.append(finished)
+                return
+            job = take()
+            if job is not None:
+                future = pool.submit(_run_job, job)
+                in_flight.append(future)
+                future.add_done_callback(feed)
+
+        own_threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            for _ in range(self.processes - 1):
+                feed()
+            while (mine := take()) is not None:
+                mine.run(self.runner)
+            wait(list(in_flight))
+            for future in failures or in_flight:
+                future.result()  # a worker's error (ConfigError, a crash) is the stage's
+        except BaseException:  # that error, or SIGTERM/SIGINT to the stage (Interrupted)
+            with lock:
+                queue.clear()
+            raise
+        finally:
+            torch.set_num_threads(own_threads)

@@ -22,9 +22,9 @@ from transferlab.core.paths import BACKBONE, CONFIG, HISTORY, META, ProjectPaths
 from transferlab.models import TORCHVISION_ARCHS, build_backbone, imagenet_weights
 from transferlab.tracking import runs
 from transferlab.training import fit as fitting
-from transferlab.training.comparison import history_csv
+from transferlab.training.comparison import history_csv, history_rows
 from transferlab.training.module import save_torch
-from transferlab.training.runner import CellRunner, CellSpec, history_rows
+from transferlab.training.runner import CellRunner, CellSpec
 
 SEED_FILE = "seed.json"  # in the stage's state folder: the seed drawn for `seed: null`, kept for a resume
 

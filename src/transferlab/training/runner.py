@@ -20,6 +20,7 @@ The training sets are built before anything is seeded, and the module right afte
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -47,7 +48,8 @@ from transferlab.models import Backbone, build_backbone
 from transferlab.tracking import runs
 from transferlab.training import fit as fitting
 from transferlab.training.budget import code_version, file_sha256, steps_per_epoch
-from transferlab.training.evaluation import evaluate
+from transferlab.training.callbacks import ReportToSearch
+from transferlab.training.evaluation import correct_predictions, evaluate
 from transferlab.training.feature_cache import pooled_features
 from transferlab.training.module import Classifier
 
@@ -95,15 +97,20 @@ class Budget:
         return None if self.steps is None else steps_per_epoch(self.steps, self.epochs)
 
     @classmethod
-    def of_finetuning(cls, cfg: DictConfig) -> Budget:
-        return cls(epochs=cfg.finetune.epochs, steps=cfg.finetune.steps)
+    def of_finetuning(cls, cfg: DictConfig, steps: int) -> Budget:
+        return cls(epochs=cfg.finetune.epochs, steps=steps)
+
+
+def headline_budget(cfg: DictConfig) -> int:
+    """The budget whose verdict is the headline (its recommended regime is registered): the last."""
+    return int(cfg.budgets[-1])
 
 
 @dataclass(frozen=True)
 class CellSpec:
     """One training run: what it trains on, how, for how long, and which stage it belongs to."""
 
-    stage: str  # the run's `stage` tag: pretrain | finetune | cut_sweep | sweep
+    stage: str  # the run's `stage` tag: pretrain | finetune | tune | race | cut_sweep | sweep
     dvc_stage: str  # the DVC stage it runs in (tag dvc.stage), e.g. finetune@scratch
     dataset: str  # source or a quadrant
     regime: str  # a regime of conf/regime/, or "pretrain"
@@ -112,7 +119,8 @@ class CellSpec:
     budget: Budget
     batch_size: int
     train_per_class: int | None = None  # None: every training image
-    overrides: tuple[tuple[str, Any], ...] = ()  # what differs from the regime's recipe (names the run)
+    label: str = ""  # what sets it apart from its regime's other runs (names the run), e.g. lr=0.003
+    tested: bool = True  # False: a search's trial, never tested (the test split is only reported, for results)
     extra_params: tuple[tuple[str, Any], ...] = ()  # more params to log (e.g. pretrain.source)
 
     @classmethod
@@ -122,21 +130,25 @@ class CellSpec:
         regime: str,
         dataset: str,
         seed: int,
+        steps: int,
         stage: str = "finetune",
         dvc_stage: str | None = None,
+        label: str | None = None,
+        tested: bool = True,
         **overrides: Any,
     ) -> CellSpec:
         return cls(
             stage=stage,
-            dvc_stage=dvc_stage or (f"finetune@{regime}" if stage == "finetune" else stage),
+            dvc_stage=dvc_stage or (f"finetune@{regime}" if stage in ("finetune", "tune") else stage),
             dataset=dataset,
             regime=regime,
             seed=seed,
             recipe=Recipe.for_regime(cfg, regime, **overrides),
-            budget=Budget.of_finetuning(cfg),
+            budget=Budget.of_finetuning(cfg, steps),
             batch_size=cfg.finetune.batch_size,
             train_per_class=cfg.finetune.train_per_class,
-            overrides=tuple(sorted(overrides.items())),
+            label=label if label is not None else ",".join(f"{k}={v}" for k, v in sorted(overrides.items())),
+            tested=tested,
         )
 
     @classmethod
@@ -153,23 +165,25 @@ class CellSpec:
             extra_params=(("source", cfg.pretrain.source),),
         )
 
-    @property
-    def variant(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in self.overrides)
+    def _parts(self) -> list[str]:
+        steps = f"b{self.budget.steps}" if self.budget.steps is not None else ""
+        return [p for p in (self.dataset, self.regime, self.label, steps, f"s{self.seed}") if p]
 
     @property
     def name(self) -> str:
-        """Unique within the stage: its state folder, e.g. small_similar-truncate_freeze-cut_at=stem-s0."""
-        if self.regime == PRETRAIN:
-            return PRETRAIN
-        return "-".join(part for part in (self.dataset, self.regime, self.variant, f"s{self.seed}") if part)
+        """Unique within the stage: its state folder, e.g. small_similar-finetune_all-lr=0.003-b150-s0."""
+        return PRETRAIN if self.regime == PRETRAIN else "-".join(self._parts())
 
     @property
     def run_name(self) -> str:
         if self.regime == PRETRAIN:
             return PRETRAIN
         prefix = "" if self.stage in ("finetune", "sweep") else f"{self.stage}/"
-        return prefix + "/".join(part for part in (self.dataset, self.regime, self.variant, f"s{self.seed}") if part)
+        return prefix + "/".join(self._parts())
+
+    def run(self, runner: CellRunner) -> CellOutcome:
+        """As a job of ``training.parallel``."""
+        return runner.run(self)
 
     def tags(self) -> dict[str, str]:
         tags = {
@@ -181,6 +195,8 @@ class CellSpec:
         }
         if self.recipe.cut_at is not None:
             tags["cut_at"] = self.recipe.cut_at
+        if self.budget.steps is not None:
+            tags["budget"] = str(self.budget.steps)
         return tags
 
 
@@ -372,8 +388,10 @@ class CellRunner:
         train_set, val_set = self._sets(spec)
         return fitting.finished(self.state_root, self.cell(spec, len(train_set), len(val_set))) is not None
 
-    def run(self, spec: CellSpec) -> CellOutcome:
-        """Train, test, log and keep one cell; a cell finished before is read back."""
+    def run(self, spec: CellSpec, parent: str | None = None, reporter: Any = None) -> CellOutcome:
+        """Train, test, log and keep one cell; a cell finished before is read back. ``parent``: the MLflow run
+        to nest under (default: the runner's); ``reporter``: a search's trial (``training.search.Reporter``),
+        told each epoch's validation accuracy, which stops the fit when the search prunes it."""
         train_set, val_set = self._sets(spec)
         cell = self.cell(spec, len(train_set), len(val_set))
         done = fitting.finished(self.state_root, cell)
@@ -390,6 +408,7 @@ class CellRunner:
             module.automatic_optimization = False  # steps a whole cached epoch per loader item
         else:
             train_data, val_data, test_data = train_set, val_set, self.test_split(spec.dataset)
+        started = time.perf_counter()
         fitted = fitting.fit(
             self.cfg,
             cell,
@@ -397,37 +416,43 @@ class CellRunner:
             train_data,
             val_data,
             self.state_root,
-            self.parent,
+            parent or self.parent,
             single_device=spec.recipe.cache_features,
+            callbacks=[] if reporter is None else [ReportToSearch(reporter)],
         )
-        test_metrics, _ = evaluate(fitted.module, test_data, self.cfg.evaluate.batch_size)
+        seconds = time.perf_counter() - started
+        correct = correct_predictions(fitted.module, val_data, self.cfg.evaluate.batch_size)
+        test_metrics = evaluate(fitted.module, test_data, self.cfg.evaluate.batch_size)[0] if spec.tested else None
+        history = [EpochRow.model_validate(row) for row in fitted.history]
+        pruned_at = len(history) if len(history) < spec.budget.epochs else None
         record = CellRecord(
             seed=spec.seed,
             val_acc=round(fitted.val_acc, 6),
             best_epoch=fitted.best_epoch,
             epochs=spec.budget.epochs,
-            test=TestMetrics(**test_metrics),
+            test=None if test_metrics is None else TestMetrics(**test_metrics),
             steps=spec.budget.steps,
             n_train=len(train_set),
+            val_correct="".join("1" if c else "0" for c in correct),
+            pruned_at=pruned_at,
+            val_by_epoch=[round(row.val_acc, 6) for row in history if row.val_acc is not None],
         )
-        result = CellResult(record=record, history=[EpochRow.model_validate(row) for row in fitted.history])
+        result = CellResult(record=record, history=history)
         if fitted.run_id is not None:
-            runs.log_metrics(
-                fitted.run_id, {**{f"test/{k}": v for k, v in test_metrics.items()}, "best/val_acc": fitted.val_acc}
-            )
+            metrics = {"best/val_acc": fitted.val_acc, "train_seconds": round(seconds, 2)}
+            metrics.update({f"test/{k}": v for k, v in (test_metrics or {}).items()})
+            runs.log_metrics(fitted.run_id, metrics)
+            if pruned_at is not None:
+                runs.set_tags(fitted.run_id, {"pruned_at_epoch": str(pruned_at)})
         fitting.keep_finished(self.state_root, cell, result.as_json(), fitted.module, fitted.run_id)
+        shown = "" if test_metrics is None else f", test acc {test_metrics['acc']:.3f}"
+        stopped = "" if pruned_at is None else f", pruned after epoch {pruned_at}"
         print(
-            f"{cell.name}: val acc {fitted.val_acc:.3f} (epoch {fitted.best_epoch}/{cell.epochs}), "
-            f"test acc {test_metrics['acc']:.3f}",
+            f"{cell.name}: val acc {fitted.val_acc:.3f} (epoch {fitted.best_epoch}/{cell.epochs}){shown}{stopped} "
+            f"[{seconds:.1f} s]",
             flush=True,
         )
         return CellOutcome(result, fitted.module, fitted.run_id)
-
-
-def history_rows(outcomes: dict[int, CellOutcome] | list[CellOutcome]) -> list[dict[str, Any]]:
-    """Every epoch of every seed, as history.csv rows (seed first)."""
-    found = outcomes.values() if isinstance(outcomes, dict) else outcomes
-    return [{"seed": o.record.seed, **row.model_dump()} for o in found for row in o.result.history]
 
 
 __all__ = [
@@ -437,6 +462,5 @@ __all__ = [
     "CellSpec",
     "Recipe",
     "build_module",
-    "history_rows",
     "pretrained_state",
 ]
