@@ -63,3 +63,38 @@ def test_screenshots_go_into_any_out_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     tool.capture("chromium", "http://127.0.0.1:1/#/x", tool.Path("relative.png"))
     assert (tmp_path / "relative.png").is_file()
+
+
+def _reports(folder, recommended: str, val_acc: float):
+    columns = "steps,quadrant,regime,role,course_note,val_acc,test_acc,lr,seeds,not_converged"
+    role = {r: "recommended" if r == recommended else "tied" for r in ("freeze_all", "scratch")}
+    lines = [
+        columns,
+        f"150,small_similar,freeze_all,{role['freeze_all']},,{val_acc},0.5,0.01,3,0",
+        f"150,small_similar,scratch,{role['scratch']},,0.4,0.45,0.001,3,0",
+    ]
+    folder.mkdir()
+    (folder / "comparison.csv").write_text("\n".join(lines) + "\n")
+    (folder / "metrics.json").write_text('{"winner_acc": {"small_similar": 0.5}, "small_similar": {"freeze_all": 1}}')
+    return folder
+
+
+def test_compare_runs_reports_the_largest_gap_and_fails_on_another_recommendation(tmp_path):
+    """Catches: the reproducibility check of two clones (tools/compare_runs.py) missing a moved number
+    or calling two runs the same when their recommended regimes differ."""
+    a = _reports(tmp_path / "a", "freeze_all", 0.6)
+    same = subprocess.run(
+        ["python", "tools/compare_runs.py", str(a), str(_reports(tmp_path / "b", "freeze_all", 0.625))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "| comparison.csv val_acc | 0.025 | 150/small_similar/freeze_all |" in same.stdout
+    other = subprocess.run(
+        ["python", "tools/compare_runs.py", str(a), str(_reports(tmp_path / "c", "scratch", 0.6))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert other.returncode == 1 and "DIFFERENT" in other.stdout

@@ -15,8 +15,9 @@ MLflow); the test split is summarised for every regime and never read to choose.
 - The **recommendation** is the leader when clear; in a tie, the cheapest regime of the tied set by
   counted cost: training FLOPs, then inference FLOPs, then trainable parameters (``training.cost``),
   then docs/regimes.md's order.
-- A run whose validation accuracy still rose over the last third of its budget is flagged: the
-  verdict "may change with a larger budget".
+- A regime whose runs' validation accuracy still rose over the last third of their budget, by more
+  than the noise of one validation measurement (``analysis.statistics.still_improving``), is
+  flagged: the verdict "may change with a larger budget".
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ def regime_summary(
     seeds = sorted(records, key=int)
     runs = [records[s] for s in seeds]
     best = max(seeds, key=lambda s: (records[s].val_acc, -int(s)))
+    curves: dict[str, list[float]] = {s: c for s in seeds if (c := records[s].val_by_epoch) is not None}
+    n_val = max((len(records[s].val_correct or "") for s in seeds), default=0)
     improving = {}
-    for s in seeds:
-        curve, bits = records[s].val_by_epoch, records[s].val_correct
-        if curve is not None and bits and still_improving(curve, len(bits)):
-            improving[s] = [round(v, 6) for v in improvement(curve) or ()]
+    if still_improving(list(curves.values()), n_val):
+        improving = {s: [round(v, 6) for v in rise] for s, c in curves.items() if (rise := improvement(c))}
     correct = (
         np.stack([correctness(records[s].val_correct or "") for s in seeds])
         if all(records[s].val_correct for s in seeds)
@@ -148,7 +149,7 @@ def quadrant_verdict(
         call=call,
         tied=tied,
         recommended=recommended,
-        reason=_reason(leader, recommended, tied, by_regime, rivals, runner_up),
+        reason=_reason(leader, recommended, tied, by_regime, rivals, runner_up, level, at),
         rivals=rivals,
         runner_up=runner_up,
         level=level,
@@ -167,19 +168,23 @@ def _reason(
     by_regime: dict[str, RegimeSummary],
     rivals: dict[str, Rival],
     runner_up: str | None,
+    level: float,
+    at: float,
 ) -> str:
     if runner_up is None:
         return f"{leader} is the only regime run"
     second = rivals[runner_up]
-    interval = f"{second.diff:+.3f} [{second.low:+.3f}, {second.high:+.3f}]"
+    interval = f"{second.diff:+.3f}, {level:.0%} interval [{second.low:+.3f}, {second.high:+.3f}]"
     if len(tied) == 1:
         return (
             f"clear winner {leader}: ahead of {runner_up} by {interval} validation accuracy, "
             f"P(better) = {second.p_better:.2f}"
         )
+    # The shown interval can exclude 0 while the call's wider one (the race's looks) does not.
+    unseparated = f"; not separated at the call's {at:.1%} level" if second.low > 0 else ""
     text = (
         f"tie between {', '.join(tied)} ({leader} ahead of {runner_up} by {interval}, P(better) = "
-        f"{second.p_better:.2f})"
+        f"{second.p_better:.2f}{unseparated})"
     )
     if recommended == leader:
         return text + f"; {leader} leads and is also the cheapest of them"
@@ -233,7 +238,7 @@ def sentence(quadrant: str, entry: QuadrantComparison) -> str:
         r = v.rivals[v.runner_up]
         text = (
             f"**{quadrant}**: use `{v.recommended}` ({shown}): it beats the runner-up `{v.runner_up}` by "
-            f"{r.diff:.3f} validation accuracy, 95% interval [{r.low:.3f}, {r.high:.3f}], P(better) = "
+            f"{r.diff:.3f} validation accuracy, {v.level:.0%} interval [{r.low:.3f}, {r.high:.3f}], P(better) = "
             f"{r.p_better:.2f}"
         )
     else:
