@@ -14,6 +14,10 @@ SEEDS = TINY_PARAMS["seeds"]
 
 
 BUDGET = str(TINY_PARAMS["budgets"][-1])
+TRAIN_OVER_VAL = {  # training images per validation image in the tiny data, by the target's size
+    q: TINY_PARAMS[f"data.{q.split('_')[0]}_train_per_class"] / TINY_PARAMS["data.val_per_class"] for q in QUADRANTS
+}
+COPIES = TINY_PARAMS["augment.copies"]
 
 
 def comparison_of(project):
@@ -32,7 +36,8 @@ def results_of(project, regime: str):
 def test_every_regime_is_tuned_then_run_on_every_seed_and_the_call_is_on_validation(pipeline_project):
     """Catches: a missing cell, a regime compared at a rate nobody tuned, a search that read a comparison
     seed, a leader picked by test accuracy (or by anything but mean validation accuracy), a kept network
-    that is not the best-validation seed."""
+    that is not the best-validation seed, a frozen regime whose counted cost takes each cached row K + 1 times
+    (which made finetune_all "cheaper" than freeze_all and decided a tie)."""
     from transferlab.core.artifacts import RaceResults
 
     comparison = comparison_of(pipeline_project)
@@ -50,6 +55,12 @@ def test_every_regime_is_tuned_then_run_on_every_seed_and_the_call_is_on_validat
             assert {t.lr for t in search.trials} == set(search.grid_lr) and found.lr == search.lr
             assert search.lr == max((t for t in search.trials if t.pruned_at is None), key=lambda t: t.best).lr
             assert found.cost is not None and found.cost.train_flops > 0
+            if regime in ("freeze_all", "truncate_freeze"):  # features of each materialised row, once
+                record = found.seeds[str(SEEDS[0])]
+                n_val = len(record.val_correct or "")
+                assert record.n_train == (COPIES + 1) * n_val * TRAIN_OVER_VAL[quadrant], "N x (K + 1) rows"
+                once = found.cost.inference_flops * (record.n_train + n_val)
+                assert abs(found.cost.train_flops / once - 1) < 0.05, (regime, quadrant, found.cost)
             best_val = max(sorted(found.seeds, key=int), key=lambda s: found.seeds[s].val_acc)
             assert found.chosen_seed == int(best_val)
             assert (pipeline_project / "models/finetune" / regime / quadrant / "model.pt").is_file()

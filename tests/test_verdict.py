@@ -138,7 +138,7 @@ def test_the_race_adds_seeds_to_contenders_only_and_stops_at_max_seeds():
 
 def test_a_run_still_improving_in_the_last_third_is_flagged():
     """Catches: a short budget's verdict shown as final when the runs had not converged, and the opposite
-    defect: a rise of one validation image (noise) flagged as "not converged" (it flagged 16 of 16 regimes)."""
+    defect: a rise of one validation image (noise) flagged as "not converged" (it flagged 15 of 16 regime results)."""
     assert still_improving([[0.3, 0.4, 0.5, 0.55, 0.6, 0.62, 0.64, 0.7, 0.75, 0.8]], n_val=400)
     assert not still_improving([[0.3, 0.6, 0.7, 0.72, 0.72, 0.72, 0.71, 0.72, 0.70, 0.72]], n_val=400)
     one_image = [0.5, 0.6, 0.64, 0.66, 0.668, 0.668, 0.664, 0.672, 0.668, 0.668]

@@ -12,7 +12,7 @@ same seed: the same data order, head initialisation and augmentations) and on th
 - ``still_improving``: whether a regime's runs were still improving over the last third of their
   budget: the mean over seeds of (best validation accuracy in the last third - best before) is at
   least one binomial standard error of one run's validation accuracy, sqrt(p (1 - p) / n_val). A
-  rise of one image is noise: the committed run's first version flagged 16 of 16 regimes that way,
+  rise of one image is noise: the committed run's first version flagged 15 of 16 regime results that way,
   among them 0.668 -> 0.672 (1 image of 250).
 """
 

@@ -139,11 +139,7 @@ def cost_of(runner: CellRunner, spec: CellSpec, record: CellRecord):
     """The counted cost of a comparison run (``training.cost``)."""
     card = runner.card(spec.dataset)
     module = build_module(runner.cfg, spec.recipe, len(card.classes), spec.budget.epochs)
-    rows = record.n_train or 0
-    if spec.recipe.cache_features:  # the frozen part's features of every materialised training row
-        from transferlab.core.artifacts import AugmentMeta
-
-        rows *= AugmentMeta.load(runner.paths.augment_meta(spec.dataset)).copies + 1
+    rows = record.n_train or 0  # a cached regime's training set is already the materialised N x (K + 1) rows
     n_val = sum(card.counts_per_class["val"].values())
     return regime_cost(
         module,
