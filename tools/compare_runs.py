@@ -19,6 +19,8 @@ from pathlib import Path
 
 KEYS = ("steps", "quadrant", "regime")
 SAME_TEXT = ("role", "lr", "seeds", "not_converged")  # choices, compared exactly
+HEADLINE = ("winner_acc", "diff_val", "diff_low", "diff_high", "p_better", "advisor")  # metrics.json's own keys
+CHOICES = ("winner", "clear", "lr", "seeds")  # in metrics.json as numbers, compared as choices (comparison.csv)
 
 
 def read_rows(reports: Path) -> dict[tuple[str, ...], dict[str, str]]:
@@ -35,13 +37,16 @@ def leaves(data, path: tuple[str, ...] = ()):
 
 
 def number_spread(a: dict, b: dict) -> dict[str, tuple[float, str]]:
-    """Largest |a - b| per field, the field being the leaf's last key (its quadrant and regime dropped)."""
+    """Largest |a - b| per field: a headline key, or a regime metric's last key (its quadrant and regime
+    dropped). Choices coded as numbers (the winner's index, learning rates) are left to ``calls``."""
     found: dict[str, tuple[float, str]] = {}
     b_leaves = dict(leaves(b))
     for path, value in leaves(a):
         if path not in b_leaves:
             continue
-        field = path[0] if path[0] in ("winner_acc", "diff_val", "diff_low", "diff_high", "p_better") else path[-1]
+        if path[0] in CHOICES:
+            continue
+        field = path[0] if path[0] in HEADLINE else path[-1]
         gap = abs(value - b_leaves[path])
         if field not in found or gap > found[field][0]:
             found[field] = (gap, "/".join(path))
