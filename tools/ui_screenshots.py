@@ -88,13 +88,13 @@ def views(url: str, experiment: str) -> dict[str, str]:
         sys.exit(f"error: experiment {experiment!r} has no pipeline run: run `make repro` first")
     parent = parents[0]
     quadrants = ("small_similar", "small_different", "large_similar", "large_different")
-    winners = {q: parent.data.tags.get(f"{q}.winner") for q in quadrants}
+    winners = {q: parent.data.tags.get(f"{q}.recommended") for q in quadrants}
     children = client.search_runs(
         [exp],
         f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.stage = 'finetune' and tags.seed = '0'",
         max_results=200,
     )
-    # Each quadrant's winning regime (seed 0): the four networks the verdict is about.
+    # Each quadrant's recommended regime (seed 0): the four networks the verdict is about.
     compare = [
         r.info.run_id
         for q in quadrants
