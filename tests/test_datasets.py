@@ -31,7 +31,7 @@ from helpers import REPO, project_env
 from transferlab import download
 from transferlab.core.config import load_config
 from transferlab.core.errors import ConfigError
-from transferlab.core.names import SPLITS
+from transferlab.core.names import QUADRANTS, SPLITS
 from transferlab.datasets import prepare
 from transferlab.datasets.sources import safe_extract
 
@@ -61,11 +61,14 @@ def write_jpeg(path: Path, colour, size=(48, 36)) -> Path:
     return path
 
 
-def image_folder(root: Path, per_class: int = 14, classes=("apple", "bird", "cloud"), split: str | None = None) -> Path:
+def image_folder(
+    root: Path, per_class: int = 14, classes=("apple", "bird", "cloud"), split: str | None = None, size=(48, 36)
+) -> Path:
+    """Same colours for the same (class index, image, split) in every folder: another ``size`` gives other bytes."""
     for c, name in enumerate(classes):
         for i in range(per_class):
             folder = root / split / name if split else root / name
-            write_jpeg(folder / f"{name}_{i:03d}.jpg", colour_of(c, i, split))
+            write_jpeg(folder / f"{name}_{i:03d}.jpg", colour_of(c, i, split), size)
     return root
 
 
@@ -83,9 +86,24 @@ def project(tmp_path, monkeypatch) -> Path:
 
 
 def use_datasets(
-    project: Path, datasets: dict[str, dict], source: str, target: str, different: str | None = None, **target_keys
+    project: Path,
+    datasets: dict[str, dict],
+    source: str,
+    target: str,
+    different: str | None = None,
+    share_source: bool = False,
+    **target_keys,
 ) -> None:
-    """Write conf/dataset/<name>.yaml files and conf/experiment/t.yaml using them."""
+    """Write conf/dataset/<name>.yaml files and conf/experiment/t.yaml using them. A folder named as both
+    source and target gives the similar targets a copy of it with other bytes (unless ``share_source``):
+    the same images in source and target are refused (overlap), and these tests are about one dataset."""
+    spec = datasets.get(source, {})
+    if target == source and not share_source and Path(spec.get("root", "/nonexistent")).is_dir():
+        root = Path(spec["root"])
+        copy = root.with_name(f"{root.name}_as_target")
+        other_bytes_copy(root, copy)
+        target = f"{source}_as_target"
+        datasets = {**datasets, target: {**spec, "root": str(copy)}}
     for name, spec in datasets.items():
         OmegaConf.save(OmegaConf.create(spec), project / "conf" / "dataset" / f"{name}.yaml")
     different = different or target
@@ -97,6 +115,16 @@ def use_datasets(
         OmegaConf.create({"source": {"dataset": source, **target_keys}, "targets": targets}),
         project / "conf" / "experiment" / "t.yaml",
     )
+
+
+def other_bytes_copy(root: Path, copy: Path) -> None:
+    """``root`` copied with one byte appended to every file: the same pictures (image decoders ignore
+    trailing bytes; a broken file stays broken), other sha256s."""
+    shutil.copytree(root, copy)
+    for path in copy.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            with open(path, "ab") as handle:
+                handle.write(b"\0")
 
 
 def folder_dataset(root: Path) -> dict:
@@ -268,7 +296,7 @@ def test_only_the_images_kept_are_decoded_and_the_manifest_accounts_for_every_fi
     root = image_folder(tmp_path / "pool", per_class=30)
     unused = root / "apple" / "apple_zz_broken.jpg"
     unused.write_bytes(b"never decoded: not picked with seed 0")
-    other = image_folder(tmp_path / "other")
+    other = image_folder(tmp_path / "other", size=(40, 40))
     use_datasets(project, {"pool": folder_dataset(root), "other": folder_dataset(other)}, "pool", "other")
     run()  # 6 + 2 + 2 per class of 30 (31 for apple): most files are hashed, not decoded
     rows = manifest(project, "source")
@@ -388,6 +416,82 @@ def test_leakage_between_split_folders_fails_or_is_dropped_from_train(project, t
     assert card(project, "source")["counts"] == {"train": 12, "val": 4, "test": 4}
 
 
+def test_a_target_in_the_source_fails_or_is_left_out_of_the_source_and_train_overlap_is_listed(
+    project, tmp_path, capsys
+):
+    """Catches: the same folder accepted as source and target (pretraining then sees the target's test
+    images and every transfer score is inflated), `skip` leaving a target's val/test image in the source,
+    and a target's training images shared with the source going unreported."""
+    pool = image_folder(tmp_path / "pool", per_class=24)
+    other = image_folder(tmp_path / "other", per_class=14, classes=("dog", "egg"), size=(40, 40))
+    use_datasets(
+        project,
+        {"pool": folder_dataset(pool), "other": folder_dataset(other)},
+        "pool",
+        "pool",
+        "other",
+        share_source=True,
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"source: \d+ source images that are also in a target's val or test split .*"
+        r"\(overlap: same content as (small|large)_similar (val|test) image ",
+    ):
+        run()
+    assert not (project / "data" / "raw").exists()
+
+    run("data.on_bad_image=skip")
+    held_out = {
+        r["sha256"]
+        for q in ("small_similar", "large_similar")
+        for r in manifest(project, q)
+        if r["split"] in ("val", "test")
+    }
+    source = manifest(project, "source")
+    assert not {r["sha256"] for r in source if r["split"]} & held_out
+    left_out = [r for r in source if r["left_out"].startswith("overlap")]
+    assert {r["sha256"] for r in left_out} == held_out, "every held-out image the source had, and only those"
+    assert card(project, "source")["counts"]["train"] == 6 * 3, "others take their place"
+
+    shared = {r["sha256"] for r in source if r["split"] == "train"}
+    expected = [
+        (q, r["file"])
+        for q in QUADRANTS
+        for r in manifest(project, q)
+        if r["split"] == "train" and r["sha256"] in shared
+    ]
+    assert expected, "the similar targets draw training images the source trained on"
+    listed = manifest_rows(project / "data" / "raw" / "overlap.csv")
+    assert sorted((r["target"], r["target_file"]) for r in listed) == sorted(expected)
+    assert not any(r["target"].endswith("different") for r in listed)
+    assert (
+        f"download: {len(expected)} target training images are also source training images" in capsys.readouterr().out
+    )
+
+
+def test_no_overlap_writes_no_overlap_file(project, tmp_path):
+    """Catches: an overlap report for disjoint datasets (a false alarm, and a changed data/raw hash), and
+    images of the same colours but other bytes taken for the same content."""
+    use_datasets(
+        project,
+        {
+            "a": folder_dataset(image_folder(tmp_path / "a")),
+            "b": folder_dataset(image_folder(tmp_path / "b", size=(40, 40))),
+        },
+        "a",
+        "b",
+    )
+    run()
+    assert not (project / "data" / "raw" / "overlap.csv").exists()
+
+
+def manifest_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
 @pytest.mark.parametrize(
     "case,message",
     [
@@ -434,7 +538,7 @@ def test_a_failed_run_keeps_the_previous_data_and_leaves_nothing_half_written(pr
         "good",
         different="bad",
     )
-    image_folder(tmp_path / "bad")
+    image_folder(tmp_path / "bad", size=(40, 40))
     run()
     before = {p.name: card(project, p.name)["sha256"] for p in (project / "data/raw").iterdir() if p.is_dir()}
     # the third dataset to be prepared fails: the same photo under two classes
@@ -496,7 +600,8 @@ def test_archive_is_checked_extracted_and_prepared(project, tmp_path, kind):
     else:
         with tarfile.open(archive, "w:gz") as tf:
             tf.add(folder, arcname="photos")
-    use_datasets(project, {"packed": archive_dataset(archive, path=str(archive))}, "packed", "packed")
+    target = folder_dataset(image_folder(tmp_path / "target", size=(40, 40)))
+    use_datasets(project, {"packed": archive_dataset(archive, path=str(archive)), "t": target}, "packed", "t")
     run()
     assert card(project, "source")["source"]["kind"] == "archive"
     assert card(project, "source")["counts"]["train"] == 18
@@ -575,7 +680,8 @@ def http_folder(tmp_path):
 def test_archive_from_a_url_is_downloaded_once(project, tmp_path, http_folder):
     served, base = http_folder
     archive = zipped(image_folder(tmp_path / "pool"), served / "photos.zip")
-    use_datasets(project, {"web": archive_dataset(archive, url=f"{base}/photos.zip")}, "web", "web")
+    target = folder_dataset(image_folder(tmp_path / "target", size=(40, 40)))
+    use_datasets(project, {"web": archive_dataset(archive, url=f"{base}/photos.zip"), "t": target}, "web", "t")
     run()
     cached = project / "data/downloads/web/photos.zip"
     assert cached.read_bytes() == archive.read_bytes()

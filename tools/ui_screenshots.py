@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+REGIMES = ("freeze_all", "truncate_freeze", "finetune_all", "scratch")
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 # MLflow 3's assistant panel takes a third of the width: the runs table needs more to show metric
 # columns, the parent run more height to reach its metrics.
@@ -88,25 +89,30 @@ def views(url: str, experiment: str) -> dict[str, str]:
         sys.exit(f"error: experiment {experiment!r} has no pipeline run: run `make repro` first")
     parent = parents[0]
     quadrants = ("small_similar", "small_different", "large_similar", "large_different")
-    winners = {q: parent.data.tags.get(f"{q}.recommended") for q in quadrants}
     children = client.search_runs(
         [exp],
         f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.stage = 'finetune' and tags.seed = '0'",
-        max_results=200,
+        max_results=500,
     )
-    # Each quadrant's recommended regime (seed 0): the four networks the verdict is about.
-    compare = [
-        r.info.run_id
-        for q in quadrants
-        for r in children
-        if r.data.tags.get("quadrant") == q and r.data.tags.get("regime") == winners[q]
-    ]
-    runs_json = urllib.parse.quote(json.dumps(compare))
     exps_json = urllib.parse.quote(json.dumps([exp]))
+    compare = {}
+    for quadrant in quadrants:
+        # The four regimes on one quadrant at the headline (largest) budget, seed 0: the same data
+        # order and head initialisation for every regime, so the curves are a paired comparison.
+        cells = [r for r in children if r.data.tags.get("quadrant") == quadrant]
+        if not cells:
+            continue
+        budget = max(int(r.data.tags.get("budget", 0)) for r in cells)
+        runs = sorted(
+            (r for r in cells if int(r.data.tags.get("budget", 0)) == budget),
+            key=lambda r: REGIMES.index(r.data.tags["regime"]) if r.data.tags["regime"] in REGIMES else 99,
+        )
+        runs_json = urllib.parse.quote(json.dumps([r.info.run_id for r in runs]))
+        compare[f"compare_{quadrant}"] = f"{url}/#/compare-runs?runs={runs_json}&experiments={exps_json}"
     return {
         "runs_table": f"{url}/#/experiments/{exp}/runs",
         "parent_run": f"{url}/#/experiments/{exp}/runs/{parent.info.run_id}",
-        "compare_winners": f"{url}/#/compare-runs?runs={runs_json}&experiments={exps_json}",
+        **compare,
         "registry": f"{url}/#/models/{experiment}-small_similar",
     }
 

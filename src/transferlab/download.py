@@ -116,7 +116,11 @@ def check_classes(plan: Plan, source) -> list[str] | None:
     return list(chosen) if chosen is not None else None
 
 
-def prepare_generated(cfg: DictConfig, plan: Plan, source: GeneratedSource, folder: Path, pool, scans) -> dict:
+def prepare_generated(
+    cfg: DictConfig, plan: Plan, source: GeneratedSource, folder: Path, pool, scans, held_out: dict[str, str]
+) -> dict:
+    """Render one dataset. Generated images are never a folder's or another generator's bytes, so
+    ``held_out`` (a target's val/test sha256s, for the source) cannot match and is not checked."""
     for split in SPLITS:
         if plan.counts[split] is None:
             raise ConfigError(f"{plan.name}: generated data needs a number of images per class for {split} (got null)")
@@ -182,8 +186,11 @@ def shortfall(plan: Plan, classes: list[str], src: str, draws_from: dict[str, st
     return describe
 
 
-def prepare_real(cfg: DictConfig, plan: Plan, source, folder: Path, pool, scans: prepare.Scans) -> dict:
-    """Scan, check, pick, decode (only what is kept) and write one dataset from a source of real images."""
+def prepare_real(
+    cfg: DictConfig, plan: Plan, source, folder: Path, pool, scans: prepare.Scans, held_out: dict[str, str]
+) -> dict:
+    """Scan, check, pick, decode (only what is kept) and write one dataset from a source of real images.
+    ``held_out`` (sha256 -> where) are the targets' val and test images, which the source must not hold."""
     where, policy, size = plan.name, cfg.data.on_bad_image, cfg.data.image_size
     draws_from = split_sources(plan, source)
     scanned = {src: scans.get(plan.use.dataset, source, src) for src in dict.fromkeys(draws_from.values())}
@@ -207,8 +214,9 @@ def prepare_real(cfg: DictConfig, plan: Plan, source, folder: Path, pool, scans:
         if class_map[found.labels[i]] >= 0
     ]
     problems += prepare.content_problems(scanned, chosen, all_classes, draws_from)
+    problems += prepare.overlap_problems(scanned, chosen, held_out)
     if problems and policy == "fail":
-        order = {"conflict": 0, "bad": 1, "duplicate": 2, "leakage": 3}
+        order = {"conflict": 0, "bad": 1, "duplicate": 2, "leakage": 3, "overlap": 4}
         raise prepare.problem_error(where, sorted(problems, key=lambda p: order[p.kind]), scanned)
     left_out = {(p.source, p.index): p.reason for p in problems}
 
@@ -268,6 +276,24 @@ def prepare_real(cfg: DictConfig, plan: Plan, source, folder: Path, pool, scans:
     }
 
 
+def prepare_one(cfg: DictConfig, plan: Plan, source, staging: Path, pool, scans, held_out: dict[str, str]) -> dict:
+    make = prepare_generated if isinstance(source, GeneratedSource) else prepare_real
+    return make(cfg, plan, source, staging / plan.name, pool, scans, held_out)
+
+
+def report_train_overlaps(staging: Path, raw: Path) -> None:
+    """overlap.csv, only when some target training image is also a source training image."""
+    rows = prepare.train_overlaps(staging, list(QUADRANTS))
+    if not rows:
+        return
+    prepare.write_overlaps(staging / "overlap.csv", rows)
+    counts = ", ".join(f"{q} {n}" for q in QUADRANTS if (n := sum(r["target"] == q for r in rows)))
+    print(
+        f"download: {len(rows)} target training images are also source training images ({counts}; "
+        f"the files: {raw / 'overlap.csv'}): the pretrained network has seen them"
+    )
+
+
 def check_sizes(cfg: DictConfig, todo: list[Plan], sources: dict, raw: Path) -> None:
     """Generated data is made to the asked counts: refuse counts the disk or the memory cannot hold,
     before generating anything (real data is bounded by the images it has, checked when picking)."""
@@ -320,11 +346,22 @@ def main(argv: list[str]) -> None:
             source.fetch(downloads / name)
         with staged_dir(raw) as staging, prepare.worker_pool() as pool:  # data/raw: replaced only if all five succeed
             scans = prepare.Scans(pool)
+            made_by = {}
             for plan in todo:
-                source = sources[plan.use.dataset]
-                folder = staging / plan.name
-                make = prepare_generated if isinstance(source, GeneratedSource) else prepare_real
-                made = make(cfg, plan, source, folder, pool, scans)
+                made_by[plan.name] = prepare_one(cfg, plan, sources[plan.use.dataset], staging, pool, scans, {})
+            held_out: dict[str, str] = {}  # the targets' val and test images, which the source must not hold
+            source_plan = next(plan for plan in todo if plan.name == "source")
+            for plan in todo:
+                if plan is not source_plan:
+                    held_out.update(prepare.evaluation_digests(plan.name, staging / plan.name))
+            if any(row["sha256"] in held_out for row in prepare.read_manifest(staging / "source")):
+                # Only then is the source prepared again, with those images as problems (fail: stop, naming
+                # them; skip: others take their place): the common case costs one manifest read.
+                shutil.rmtree(staging / "source")
+                source = sources[source_plan.use.dataset]
+                made_by["source"] = prepare_one(cfg, source_plan, source, staging, pool, scans, held_out)
+            for plan in todo:
+                source, folder, made = sources[plan.use.dataset], staging / plan.name, made_by[plan.name]
                 info = prepare.card(
                     folder,
                     plan.name,
@@ -340,6 +377,7 @@ def main(argv: list[str]) -> None:
                     f"{counts}"
                     + (f", {info.left_out} left out (see {raw / plan.name / 'manifest.csv'})" if info.left_out else "")
                 )
+            report_train_overlaps(staging, raw)
             save_config(cfg, staging / "config.yaml")
 
 

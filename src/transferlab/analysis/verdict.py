@@ -68,11 +68,7 @@ def regime_summary(
     improving = {}
     if still_improving(list(curves.values()), n_val):
         improving = {s: [round(v, 6) for v in rise] for s, c in curves.items() if (rise := improvement(c))}
-    correct = (
-        np.stack([correctness(records[s].val_correct or "") for s in seeds])
-        if all(records[s].val_correct for s in seeds)
-        else None
-    )
+    correct = _correct(records, seeds) if all(records[s].val_correct for s in seeds) else None
     alone = paired_bootstrap(correct, np.zeros_like(correct), level=level) if correct is not None else None
     return RegimeSummary(
         seeds=[int(s) for s in seeds],

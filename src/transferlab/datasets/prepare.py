@@ -207,7 +207,7 @@ class Scans:
 
 @dataclass
 class Problem:
-    kind: str  # conflict | duplicate | leakage | bad
+    kind: str  # conflict | duplicate | leakage | overlap | bad
     source: str  # the source split
     index: int
     reason: str
@@ -252,7 +252,58 @@ PROBLEM_WORDS = {
     "duplicate": "duplicate images within one split",
     "leakage": "images that are also in another split (leakage)",
     "bad": "image files that do not decode or are no real example (flat, tiny)",
+    "overlap": "source images that are also in a target's val or test split (its transfer scores would be inflated)",
 }
+
+
+def overlap_problems(
+    scans: dict[str, Scanned], chosen: dict[str, np.ndarray], held_out: dict[str, str]
+) -> list[Problem]:
+    """Source candidates whose content is a target's val or test image (``held_out``: sha256 -> where).
+    Pretraining on them puts the target's evaluation images in the pretrained network; under ``skip``
+    they are left out of the source (the evaluation side keeps its copy)."""
+    return [
+        Problem("overlap", src, int(i), f"overlap: same content as {held_out[found.digests[i]]}")
+        for src, found in scans.items()
+        for i in chosen[src]
+        if int(i) not in found.unreadable and found.digests[i] in held_out
+    ]
+
+
+def evaluation_digests(name: str, folder: Path) -> dict[str, str]:
+    """sha256 -> "<name> <split> image <file>" of a prepared target's val and test images."""
+    return {
+        row["sha256"]: f"{name} {row['split']} image {row['file']}"
+        for row in read_manifest(folder)
+        if row["split"] in ("val", "test")
+    }
+
+
+def read_manifest(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "manifest.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+OVERLAP_COLUMNS = ["target", "target_file", "source_file", "sha256"]
+
+
+def train_overlaps(staging: Path, targets: list[str]) -> list[dict[str, str]]:
+    """Target training images whose content is a source training image (reported, not refused: the
+    target's own scores stay honest, but the target learned nothing new from them)."""
+    source = {row["sha256"]: row["file"] for row in read_manifest(staging / "source") if row["split"] == "train"}
+    return [
+        {"target": name, "target_file": row["file"], "source_file": source[row["sha256"]], "sha256": row["sha256"]}
+        for name in targets
+        for row in read_manifest(staging / name)
+        if row["split"] == "train" and row["sha256"] in source
+    ]
+
+
+def write_overlaps(path: Path, rows: list[dict[str, str]]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=OVERLAP_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def problem_error(where: str, problems: list[Problem], scans: dict[str, Scanned]) -> ConfigError:

@@ -1,6 +1,6 @@
-"""The deployable model of each quadrant's winner, and the registry's `champion` per quadrant.
+"""The deployable model of each quadrant's recommended regime, and the registry's `champion` per quadrant.
 
-``evaluate`` logs the winning regime's best-validation network as a logged model named
+``evaluate`` logs the recommended regime's best-validation network as a logged model named
 ``<quadrant>-<regime>`` (``mlflow.pytorch``): uint8 images (N, H, W, 3) in, class
 probabilities out, with a signature and an input example, so
 ``mlflow.pyfunc.load_model(...).predict(images)`` works on raw images. It is registered with
@@ -115,8 +115,9 @@ def register(
     with_retry(
         lambda: mlflow_client.update_registered_model(
             name,
-            description=f"The winning transfer regime for quadrant {tags['quadrant']}: each version is the "
-            f"best-validation seed of the regime that won the comparison on validation data; "
+            description=f"The recommended transfer regime for quadrant {tags['quadrant']}: each version is the "
+            f"best-validation seed of the regime the comparison recommended on validation data (the leader, "
+            f"or the cheapest regime of a statistical tie); "
             f"`champion` is the best on the test set so far.",
         )
     )
