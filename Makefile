@@ -72,6 +72,7 @@ test-random: $(STAMP) $(ACTIONLINT) $(VEGA)
 	$(PYTEST) $(if $(SEED),--randomly-seed=$(SEED))
 
 ui: $(STAMP)
+	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)/#/experiments?workflowType=machine_learning (the Model training view)"
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 	  --default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
 

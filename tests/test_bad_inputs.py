@@ -129,7 +129,7 @@ CASES = [
     ("finetune", ["regime=scratch", "data.on_bad_image=ignore"], None, "(allowed: fail, skip)"),
     ("finetune", ["regime=scratch", "augment.copies=-1"], None, "augment.copies=-1 is not allowed"),
     ("finetune", ["regime=scratch", "augment.copies=1000"], None, "an integer from 0 to 64"),
-    ("finetune", ["regime=scratch", "pretrain.source=hub"], None, "(allowed: pipeline, imagenet)"),
+    ("finetune", ["regime=scratch", "pretrain.source=hub"], None, "(allowed: pipeline, imagenet, file)"),
     ("finetune", ["regime=scratch", "pretrain.epochs=0"], None, "pretrain.epochs=0 is not allowed"),
     ("finetune", ["regime=scratch", "pretrain.lr=0"], None, "pretrain.lr=0.0 is not allowed (allowed: a number > 0)"),
     ("finetune", ["regime=scratch", "budgets=[0]"], None, "budgets=[0] is not allowed"),

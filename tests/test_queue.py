@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import BIN, dvc, experiment_runs, git_commit, project_env
 
@@ -95,3 +96,87 @@ def exp_records(node) -> list[dict]:
         for value in node:
             found.extend(exp_records(value))
     return found
+
+
+def photo_folder(root: Path, classes: tuple[str, ...], per_class: int, shade: int) -> Path:
+    """Class folders of flat-ish JPEGs with a gradient (not one flat colour); ``shade`` makes another set's bytes."""
+    import numpy as np
+    from PIL import Image
+
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.zeros((40, 40, 3), dtype=np.uint8)
+            pixels[..., 0] = 30 + 60 * c
+            pixels[..., 1] = (np.arange(40)[:, None] * 3 + 5 * i + shade) % 256
+            pixels[..., 2] = (np.arange(40)[None, :] * 2 + shade) % 256
+            Image.fromarray(pixels).save(root / name / f"{name}_{i:03d}.jpg", quality=95)
+    return root
+
+
+def test_queued_experiments_over_two_folder_sets_set_every_root_from_the_command_line(prepared_copy, tmp_path):
+    """Catches: folder roots that need a file edited under conf/dataset/ (`dvc exp run -S` could not set
+    them, so a queue over several folder sets was impossible), and a root set on the command line that
+    the download stage does not read."""
+    project = prepared_copy
+    git_commit(project, "baseline")
+    roots = {}
+    for n, name in enumerate(("one", "two")):
+        roots[name] = {
+            dataset: photo_folder(tmp_path / name / dataset, classes, 40, shade=40 * n + 13 * d)
+            for d, (dataset, classes) in enumerate(
+                {"my_source": ("a", "b", "c"), "my_similar": ("d", "e"), "my_different": ("f", "g")}.items()
+            )
+        }
+        settings = [f"datasets.{dataset}.root={root}" for dataset, root in roots[name].items()]
+        dvc(
+            project,
+            "exp",
+            "run",
+            "--queue",
+            "download",
+            "--name",
+            f"folders-{name}",
+            "-S",
+            "experiment.name=my_folders",
+            *[arg for setting in settings for arg in ("-S", setting)],
+        )
+    with open(project / ".dvc" / "tmp" / "queue-start.log", "w") as log:
+        subprocess.run(
+            [str(BIN / "dvc"), "queue", "start", "-j", "1"],
+            cwd=project,
+            env=project_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+            check=True,
+        )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        status = dvc(project, "queue", "status")
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(3)
+    dvc(project, "queue", "stop")
+    assert status.count("Success") == 2 and "Failed" not in status, status
+    for name, by_dataset in roots.items():
+        # The experiment's params.yaml and dvc.lock, then its data/raw from the cache (`dvc exp apply` would
+        # also want the later stages' outputs, which a download-only experiment does not have).
+        refs = subprocess.run(
+            ["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=project, capture_output=True, text=True
+        ).stdout.split()
+        [ref] = [r for r in refs if r.endswith(f"/folders-{name}")]
+        subprocess.run(["git", "checkout", ref, "--", "params.yaml", "dvc.lock"], cwd=project, check=True)
+        dvc(project, "checkout", "data/raw")
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        assert params["experiment"]["name"] == "my_folders"
+        for dataset, root in by_dataset.items():
+            assert params["datasets"][dataset]["root"] == str(root)
+        for prepared, dataset in (
+            ("source", "my_source"),
+            ("small_similar", "my_similar"),
+            ("large_different", "my_different"),
+        ):
+            card = json.loads((project / "data" / "raw" / prepared / "card.json").read_text())
+            assert card["source"] == {"dataset": dataset, "kind": "folder", "root": str(by_dataset[dataset])}

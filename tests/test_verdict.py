@@ -183,3 +183,38 @@ def test_a_choice_at_the_edge_of_the_grid_is_flagged():
     assert searched(0.1).at_edge and searched(0.001).at_edge and not searched(0.01).at_edge
     edge = seeds_at(0.7, 1).model_copy(update={"search": searched(0.1), "lr": 0.1})
     assert regime_summary(edge).at_edge and regime_summary(edge).tuned
+
+
+def one_quadrant(found: dict[str, QuadrantSeeds], quadrant: str = "large_similar"):
+    results = {regime: {"150": {quadrant: q}} for regime, q in found.items()}
+    return comparison(results, {"150": {quadrant: {}}}, [quadrant], [150], 0.95, 0.95)
+
+
+def test_the_summary_says_where_the_pretrained_network_did_not_transfer_and_reports_it():
+    """Catches: scratch winning (or tying) with the summary silent about the weak source network, a
+    false alarm where a pretrained regime clearly beats scratch, and the source network's own accuracy
+    missing from the report."""
+    from transferlab.core.artifacts import PretrainMeta
+    from transferlab.report import did_not_transfer, source_network
+
+    [line] = did_not_transfer(one_quadrant({"scratch": seeds_at(0.80, 1), "finetune_all": seeds_at(0.60, 2)}))
+    assert "large_similar" in line and "scratch leads" in line and "did not transfer" in line
+    assert "pretrain.epochs" in line and "pretrain.source: file" in line
+    [tied] = did_not_transfer(one_quadrant({"scratch": seeds_at(0.70, 1), "finetune_all": seeds_at(0.705, 2)}))
+    assert "scratch ties the leader finetune_all" in tied
+    assert did_not_transfer(one_quadrant({"scratch": seeds_at(0.50, 1), "finetune_all": seeds_at(0.80, 2)})) == []
+
+    meta = PretrainMeta(
+        model={"name": "small_resnet"},
+        source="pipeline",
+        stages=["stem"],
+        image_size=32,
+        classes=["a", "b"],
+        val_acc=0.61,
+        test_acc=0.6,
+    )
+    said = source_network(meta, 8)
+    assert "small_resnet trained here on the source data (2 classes, 8 epochs)" in said
+    assert "validation accuracy 0.610" in said and "0.600 on its test split" in said
+    mine = meta.model_copy(update={"source": "file", "weights_file": "mine.pt", "weights_sha256": "ab" * 32})
+    assert "your weights from mine.pt (sha256 abababababab" in source_network(mine, 8)

@@ -23,9 +23,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REGIMES = ("freeze_all", "truncate_freeze", "finetune_all", "scratch")
+# MLflow 3.17's UI opens in its GenAI mode (its default, kept per browser in localStorage
+# "mlflow.workflowType"); this URL parameter selects "Model training", where these runs belong.
+MODEL_TRAINING = "workflowType=machine_learning"
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
-# MLflow 3's assistant panel takes a third of the width: the runs table needs more to show metric
-# columns, the parent run more height to reach its metrics.
+# The runs table needs width to show metric columns, the parent run height to reach its metrics.
 SIZES = {"runs_table": (2600, 900), "parent_run": (1600, 2200)}
 
 
@@ -108,10 +110,12 @@ def views(url: str, experiment: str) -> dict[str, str]:
             key=lambda r: REGIMES.index(r.data.tags["regime"]) if r.data.tags["regime"] in REGIMES else 99,
         )
         runs_json = urllib.parse.quote(json.dumps([r.info.run_id for r in runs]))
-        compare[f"compare_{quadrant}"] = f"{url}/#/compare-runs?runs={runs_json}&experiments={exps_json}"
+        compare[f"compare_{quadrant}"] = (
+            f"{url}/#/compare-runs?runs={runs_json}&experiments={exps_json}&{MODEL_TRAINING}"
+        )
     return {
-        "runs_table": f"{url}/#/experiments/{exp}/runs",
-        "parent_run": f"{url}/#/experiments/{exp}/runs/{parent.info.run_id}",
+        "runs_table": f"{url}/#/experiments/{exp}/runs?{MODEL_TRAINING}",
+        "parent_run": f"{url}/#/experiments/{exp}/runs/{parent.info.run_id}?{MODEL_TRAINING}",
         **compare,
         "registry": f"{url}/#/models/{experiment}-small_similar",
     }

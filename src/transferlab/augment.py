@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from transferlab.core.config import load_config, read_yaml
+from transferlab.core.config import dataset_file, load_config
 from transferlab.core.files import staged_dir
 from transferlab.core.names import DATASETS, seed_words
 from transferlab.core.paths import ProjectPaths
@@ -30,8 +30,7 @@ def pipeline_name(cfg: DictConfig, root: Path, dataset: str) -> str:
     use = cfg.experiment.source if dataset == "source" else cfg.experiment.targets[dataset]
     if use.augment is not None:
         return use.augment
-    dataset_file = read_yaml(root / "conf" / "dataset" / f"{use.dataset}.yaml")
-    return dataset_file.get("augment", "none")
+    return dataset_file(root, cfg, use.dataset).get("augment", "none")
 
 
 def write_training_rows(folder: Path, images, labels, pipeline, copies: int) -> None:

@@ -31,7 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from transferlab.core.config import check_option, load_config, project_root, read_yaml, save_config
+from transferlab.core.config import check_option, dataset_file, load_config, project_root, save_config
 from transferlab.core.errors import ConfigError
 from transferlab.core.files import staged_dir
 from transferlab.core.names import DATASETS, QUADRANTS, SPLITS
@@ -70,13 +70,15 @@ def plans(cfg: DictConfig) -> list[Plan]:
 
 
 def build_sources(cfg: DictConfig, root: Path, names: list[str]) -> dict:
-    """Instantiate each named conf/dataset file; its resolved config is kept in cfg.datasets."""
-    cfg.datasets = {}
+    """Instantiate each named conf/dataset file, with params.yaml's ``datasets.<name>`` set onto it; the
+    resolved config is kept in cfg.datasets."""
+    files = {}
     for name in names:
         check_option(root, "dataset", name)
-        dataset_file = read_yaml(root / "conf" / "dataset" / f"{name}.yaml")
-        dataset_file.pop("augment", None)  # the augment stage's
-        cfg.datasets[name] = dataset_file
+        found = dataset_file(root, cfg, name)
+        found.pop("augment", None)  # the augment stage's
+        files[name] = found
+    cfg.datasets = files
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
@@ -86,7 +88,8 @@ def build_sources(cfg: DictConfig, root: Path, names: list[str]) -> dict:
         missing = OmegaConf.missing_keys(cfg.datasets[name])
         if missing:
             raise ConfigError(
-                f"conf/dataset/{name}.yaml: {', '.join(sorted(missing))} not set (it is ???: edit the file)"
+                f"conf/dataset/{name}.yaml: {', '.join(sorted(missing))} not set (it is ???): set it with "
+                f"`dvc exp run -S datasets.{name}.{sorted(missing)[0]}=...`, in params.yaml's datasets, or in the file"
             )
         try:
             sources[name] = instantiate(cfg.datasets[name], _convert_="all")

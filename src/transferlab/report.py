@@ -18,7 +18,15 @@ computed from the numbers, whatever they say; nothing here knows what "should" w
 
 from __future__ import annotations
 
-from transferlab.core.artifacts import Advice, Comparison, CutSweepResults, MetricsFile, RegimeTestMetrics, Stats
+from transferlab.core.artifacts import (
+    Advice,
+    Comparison,
+    CutSweepResults,
+    MetricsFile,
+    PretrainMeta,
+    RegimeTestMetrics,
+    Stats,
+)
 from transferlab.core.config import load_config
 from transferlab.core.files import csv_text
 from transferlab.core.names import QUADRANTS, REGIMES
@@ -187,6 +195,46 @@ def protocol(cfg) -> str:
     )
 
 
+def source_network(meta: PretrainMeta | None, pretrain_epochs: int) -> str:
+    """One sentence on the network every pretrained regime starts from, with its own accuracy."""
+    if meta is None:
+        return "The pretrained network: not recorded (models/pretrain/meta.json is missing)."
+    name = meta.model.get("name", "the model")
+    if meta.source == "imagenet":
+        return f"The pretrained network: {name} with torchvision's ImageNet weights (not measured on a source here)."
+    if meta.source == "file":
+        return (
+            f"The pretrained network: {name} with your weights from {meta.weights_file} (sha256 "
+            f"{(meta.weights_sha256 or '')[:12]}...; not measured on a source here)."
+        )
+    test = f", {meta.test_acc:.3f} on its test split" if meta.test_acc is not None else ""
+    val = f"{meta.val_acc:.3f}" if meta.val_acc is not None else "-"
+    classes = len(meta.classes or [])
+    return (
+        f"The pretrained network: {name} trained here on the source data ({classes} classes, {pretrain_epochs} "
+        f"epochs): validation accuracy {val} on the source's validation split{test}. Every pretrained "
+        f"regime starts from it; a weak source network shows as pretrained regimes that do not beat scratch."
+    )
+
+
+def did_not_transfer(comparison: Comparison) -> list[str]:
+    """Quadrants where no pretrained regime beat scratch (scratch leads, or ties the leader)."""
+    lines = []
+    for quadrant, entry in comparison.items():
+        v = entry.verdict
+        if "scratch" not in entry.regimes or len(entry.regimes) < 2:
+            continue
+        if v.leader == "scratch" or "scratch" in v.tied:
+            how = "scratch leads" if v.leader == "scratch" else f"scratch ties the leader {v.leader}"
+            lines.append(
+                f"- **{quadrant}**: no pretrained regime beat scratch ({how}): the pretrained network did not "
+                f"transfer there. Remedies: pretrain longer (`pretrain.epochs`), on a larger or closer source "
+                f"(`data.source_train_per_class`, another source dataset), or start from external weights "
+                f"(`pretrain.source: imagenet` for a torchvision model, or `pretrain.source: file`)."
+            )
+    return lines
+
+
 def summary_markdown(
     cfg,
     comparison: Comparison,
@@ -194,17 +242,22 @@ def summary_markdown(
     cuts: list[str],
     advice: dict[str, Advice] | None = None,
     checked: dict | None = None,
+    source: PretrainMeta | None = None,
 ) -> str:
     from transferlab.analysis.verdict import sentence
     from transferlab.core.names import COURSE_NOTE
 
     regimes = regimes_run(comparison)
+    not_transferred = did_not_transfer(comparison)
     lines = [
         "# Which transfer regime should you use? The measured answer",
         "",
         *[f"- {sentence(q, e)}" for q, e in comparison.items()],
         "",
+        *([*not_transferred, ""] if not_transferred else []),
         protocol(cfg),
+        "",
+        source_network(source, int(cfg.pretrain.epochs)),
         "",
         f"At {comparison.headline} optimizer steps per run (validation accuracy; the interval is the leader's "
         f"lead over the runner-up at {cfg.compare.level:.0%}):",
@@ -436,7 +489,9 @@ def cut_sweep_csv(sweep: CutTable, cuts: list[str], comparison: Comparison) -> s
     return csv_text(["quadrant", "cut_at", "depth", "val_acc", "test_acc", "test_acc_std", "chance"], rows)
 
 
-def log_verdict(cfg, comparison: Comparison, where: ProjectPaths, summary: str, checked: dict) -> str | None:
+def log_verdict(
+    cfg, comparison: Comparison, where: ProjectPaths, summary: str, checked: dict, source: PretrainMeta | None = None
+) -> str | None:
     """The verdict on the pipeline's parent run: metrics per quadrant, winner tags, description, files."""
     from transferlab.core.config import flatten
     from transferlab.tracking import runs
@@ -446,6 +501,11 @@ def log_verdict(cfg, comparison: Comparison, where: ProjectPaths, summary: str, 
     if parent is None:
         return None
     metrics, tags, params = {}, {"mlflow.note.content": summary}, {}
+    if source is not None:
+        tags["source_network"] = source.source
+        for split, acc in (("val_acc", source.val_acc), ("test_acc", source.test_acc)):
+            if acc is not None:
+                metrics[f"source/{split}"] = acc
     for quadrant, entry in comparison.items():
         v = entry.verdict
         best = entry.regimes[v.recommended]
@@ -552,7 +612,8 @@ def main(argv: list[str]) -> None:
         sweep = cut_sweep_table(sweep_results)
         advice = {q: Advice.load(where.advice_file(q)) for q in QUADRANTS if where.advice_file(q).is_file()}
         checked = advisor_check(advice, comparison, sweep)
-        summary = summary_markdown(cfg, comparison, sweep, cuts, advice, checked)
+        source = PretrainMeta.load(where.pretrain_meta) if where.pretrain_meta.is_file() else None
+        summary = summary_markdown(cfg, comparison, sweep, cuts, advice, checked, source)
         with staged_dir(where.figures) as staging:
             figures.heatmap(comparison, regimes_run(comparison), staging / "regime_matrix.png")
             if sweep:
@@ -563,7 +624,7 @@ def main(argv: list[str]) -> None:
         write_text(where.reports / "cut_sweep.csv", cut_sweep_csv(sweep, cuts, comparison))
         write_text(where.reports / "learning_curves.csv", learning_curves_csv(comparison, where))
         save_config(cfg, where.reports / "report_config.yaml")
-        parent = log_verdict(cfg, comparison, where, summary, checked)
+        parent = log_verdict(cfg, comparison, where, summary, checked, source)
         console = Console(soft_wrap=True)
         for quadrant, entry in comparison.items():
             console.print(sentence(quadrant, entry).replace("**", "").replace("`", ""))

@@ -144,16 +144,21 @@ class PretrainMeta(Artifact):
     """models/pretrain/: which network backbone.pt holds and how it was made."""
 
     PRODUCER: ClassVar[str] = "pretrain"
-    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"classes", "val_acc", "best_epoch", "weights_url"})
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset(
+        {"classes", "val_acc", "test_acc", "best_epoch", "weights_url", "weights_file", "weights_sha256"}
+    )
 
     model: dict[str, Any]
-    source: str  # pipeline | imagenet
+    source: str  # pipeline | imagenet | file
     stages: list[str]
     image_size: int
     classes: list[str] | None = None
-    val_acc: float | None = None
+    val_acc: float | None = None  # pipeline: the pretrained network on the source's val split
+    test_acc: float | None = None  # ... and on the source's test split
     best_epoch: int | None = None
-    weights_url: str | None = None
+    weights_url: str | None = None  # imagenet
+    weights_file: str | None = None  # file: its name (the path is the user's, not the pipeline's)
+    weights_sha256: str | None = None  # file
 
 
 # --------------------------------------------------------------------------- training runs

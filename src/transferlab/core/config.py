@@ -77,6 +77,21 @@ def check_option(root: Path, group: str, choice: Any) -> str:
     return str(choice)
 
 
+def dataset_file(root: Path, cfg: DictConfig, name: str) -> DictConfig:
+    """conf/dataset/<name>.yaml with params.yaml's ``datasets.<name>`` values set onto it (null: the
+    file's value). A key the file lacks is an error naming the keys it has."""
+    found = read_yaml(root / "conf" / "dataset" / f"{name}.yaml")
+    for key, value in (cfg.get("datasets") or {}).get(name, {}).items():
+        if key not in found.keys():  # `in found` is False for a ??? value
+            raise ConfigError(
+                f"unknown key 'datasets.{name}.{key}' in params.yaml (allowed: {', '.join(map(str, found))}: "
+                f"the keys of conf/dataset/{name}.yaml)"
+            )
+        if value is not None:
+            found[key] = value
+    return found
+
+
 def read_yaml(path: Path) -> DictConfig:
     """A YAML file as a DictConfig; a missing file or a syntax error is one line with its position."""
     try:
@@ -190,7 +205,7 @@ def load_params(root: Path, overrides: list[tuple[str, Any]] | None = None) -> t
         else:
             OmegaConf.update(params, target, value, merge=True)
     typed_params = typed(params, schema.Params, "params.yaml")
-    schema.check_params(typed_params, options(root, "regime"))
+    schema.check_params(typed_params, options(root, "regime"), options(root, "dataset"))
     return typed_params, late
 
 

@@ -119,3 +119,14 @@ def csv_text(columns: list[str], rows: list[list[Any]] | list[tuple[Any, ...]]) 
     writer.writerow(columns)
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """The file's sha256, read in chunks (a large archive or weights file stays out of memory)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

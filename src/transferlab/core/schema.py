@@ -8,6 +8,7 @@ input is reported within a second or two of starting a stage.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -48,7 +49,9 @@ class AugmentParams:
 
 @dataclass
 class PretrainParams:
-    source: str = MISSING
+    source: str = MISSING  # pipeline | imagenet | file
+    weights: Optional[str] = MISSING  # source=file: the weights file
+    weights_sha256: Optional[str] = MISSING  # source=file: its sha256 (checked; recorded in dvc.lock)
     epochs: int = MISSING
     lr: float = MISSING
     batch_size: int = MISSING
@@ -113,6 +116,7 @@ class Params:
     budgets: List[int] = MISSING
     regimes: List[str] = MISSING
     experiment: Choice = field(default_factory=Choice)
+    datasets: Dict[str, Any] = field(default_factory=dict)  # per conf/dataset file: values set onto it
     data: DataParams = field(default_factory=DataParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
     model: Choice = field(default_factory=Choice)
@@ -253,7 +257,40 @@ def positive_int(where: str, value: Any, allow_none: bool = False) -> None:
     require(where, value, ok, ("null or " if allow_none else "") + "an integer >= 1")
 
 
-def check_params(p: Any, regime_options: list[str]) -> None:
+def check_weights(pretrain: Any) -> None:
+    """``pretrain.source: file`` needs the file and its sha256; the other sources take neither."""
+    if pretrain.source != "file":
+        for key in ("weights", "weights_sha256"):
+            if pretrain[key] is not None:
+                raise ConfigError(
+                    f"pretrain.{key}={pretrain[key]!r} is set but pretrain.source={pretrain.source} does not read "
+                    f"it (allowed: null, or pretrain.source=file)"
+                )
+        return
+    if not pretrain.weights:
+        raise ConfigError("pretrain.source=file needs pretrain.weights (allowed: the path of a weights file)")
+    digest = pretrain.weights_sha256
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest.lower())):
+        raise ConfigError(
+            f"pretrain.weights_sha256={digest!r} is not allowed (must be the 64 hex digits of the file's sha256: "
+            f"sha256sum {pretrain.weights})"
+        )
+
+
+def check_datasets(datasets: Any, dataset_options: list[str]) -> None:
+    """params.yaml's ``datasets``: each entry names a conf/dataset file and maps keys to values."""
+    for name, values in datasets.items():
+        if name not in dataset_options:
+            raise ConfigError(
+                f"unknown dataset 'datasets.{name}' in params.yaml (allowed: {', '.join(dataset_options)})"
+            )
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"datasets.{name}={values!r} in params.yaml must map keys of conf/dataset/{name}.yaml to values"
+            )
+
+
+def check_params(p: Any, regime_options: list[str], dataset_options: list[str] | None = None) -> None:
     """Ranges and choices of params.yaml that its types cannot express."""
     require("seed", p.seed, p.seed is None or (_is_int(p.seed) and p.seed >= 0), "null or an integer >= 0")
     require(
@@ -268,6 +305,8 @@ def check_params(p: Any, regime_options: list[str]) -> None:
         len(p.regimes) >= 1 and len(set(p.regimes)) == len(p.regimes) and set(p.regimes) <= set(REGIMES),
         f"a non-empty list of distinct names from {', '.join(REGIMES)}",
     )
+    if dataset_options is not None:
+        check_datasets(p.datasets, dataset_options)
     unknown = sorted(set(p.regime) - set(regime_options))
     if unknown:
         raise ConfigError(f"unknown key 'regime.{unknown[0]}' in params.yaml (allowed: {', '.join(regime_options)})")
@@ -280,7 +319,13 @@ def check_params(p: Any, regime_options: list[str]) -> None:
     require("data.image_size", d.image_size, d.image_size <= 512, "an integer from 1 to 512")
     require("data.on_bad_image", d.on_bad_image, d.on_bad_image in ("fail", "skip"), "fail, skip")
     require("augment.copies", p.augment.copies, 0 <= p.augment.copies <= 64, "an integer from 0 to 64")
-    require("pretrain.source", p.pretrain.source, p.pretrain.source in ("pipeline", "imagenet"), "pipeline, imagenet")
+    require(
+        "pretrain.source",
+        p.pretrain.source,
+        p.pretrain.source in ("pipeline", "imagenet", "file"),
+        "pipeline, imagenet, file",
+    )
+    check_weights(p.pretrain)
     for section in ("pretrain", "finetune"):
         s = p[section]
         positive_int(f"{section}.batch_size", s.batch_size)

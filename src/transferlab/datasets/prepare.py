@@ -473,7 +473,7 @@ def write_manifest(folder: Path, rows: list[dict]) -> None:
 
 def card(folder: Path, name: str, classes: list[str], source: dict, image_size: int, extra: dict) -> DatasetCard:
     """The dataset card: counts per class and split, sha256 of every array file and the manifest, the source."""
-    from transferlab.datasets.sources import sha256_of
+    from transferlab.core.files import sha256_of
 
     counts, checksums = {}, {}
     for split in SPLITS:

@@ -14,7 +14,6 @@ dataset, the URL and where to put the files by hand.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import shutil
 import tarfile
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from transferlab.core.errors import ConfigError
+from transferlab.core.files import sha256_of
 from transferlab.core.names import SPLITS
 
 IGNORED_BY_DEFAULT = (".*", "Thumbs.db", "desktop.ini", "__MACOSX")
@@ -50,14 +50,6 @@ class RawSplit:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- generated

@@ -64,12 +64,10 @@ def imagenet_weights(arch: str):
     return get_model_weights(arch).DEFAULT
 
 
-def torchvision_backbone(arch: str, weights: str | None = None) -> Backbone:
-    """A torchvision classification model without its classifier, as ordered named stages.
-
-    ``weights``: None (random init) or "imagenet" (torchvision's default ImageNet weights,
-    from its cache; offline and not cached -> ValueError naming the file and the folder).
-    """
+def torchvision_model(arch: str, weights: str | None = None) -> nn.Module:
+    """torchvision's whole classification model ``arch``; ``weights``: None (random init) or "imagenet"
+    (torchvision's default ImageNet weights, from its cache; offline and not cached -> ValueError
+    naming the file and the folder)."""
     from torchvision.models import get_model
 
     if arch not in TORCHVISION_ARCHS:
@@ -77,17 +75,20 @@ def torchvision_backbone(arch: str, weights: str | None = None) -> Backbone:
     if weights not in (None, "imagenet"):
         raise ValueError(f"unknown weights {weights!r} for {arch} (allowed: null, imagenet)")
     if weights is None:
-        model = get_model(arch, weights=None)
-    else:
-        enum = imagenet_weights(arch)
-        try:
-            model = get_model(arch, weights=enum)
-        except (OSError, RuntimeError) as err:  # URLError is an OSError; no network -> one clear line
-            folder = Path(torch.hub.get_dir()) / "checkpoints"
-            raise ValueError(
-                f"cannot load ImageNet weights for {arch} from {enum.url} ({type(err).__name__}): "
-                f"download that file by hand and place it in {folder}/"
-            ) from None
+        return get_model(arch, weights=None)
+    enum = imagenet_weights(arch)
+    try:
+        return get_model(arch, weights=enum)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError; no network -> one clear line
+        folder = Path(torch.hub.get_dir()) / "checkpoints"
+        raise ValueError(
+            f"cannot load ImageNet weights for {arch} from {enum.url} ({type(err).__name__}): "
+            f"download that file by hand and place it in {folder}/"
+        ) from None
+
+
+def backbone_of(arch: str, model: nn.Module) -> Backbone:
+    """``model`` without its classifier, as ordered named stages (sharing its modules and weights)."""
     stages = _torchvision_stages(arch, model)
     channels, x = {}, torch.zeros(1, 3, 64, 64)
     model.eval()
@@ -97,3 +98,8 @@ def torchvision_backbone(arch: str, weights: str | None = None) -> Backbone:
             channels[name] = x.shape[1]
     model.train()
     return Backbone(stages, channels)
+
+
+def torchvision_backbone(arch: str, weights: str | None = None) -> Backbone:
+    """A torchvision classification model without its classifier, as ordered named stages."""
+    return backbone_of(arch, torchvision_model(arch, weights))

@@ -1,5 +1,6 @@
 """Pretraining the CNN on the source dataset (the ``pretrain`` stage's work), or taking a
-torchvision model's ImageNet weights instead (``pretrain.source: imagenet``).
+torchvision model's ImageNet weights instead (``pretrain.source: imagenet``), or your own weights
+from a file (``pretrain.source: file``, ``models.weights``).
 
 Outputs in models/pretrain/: backbone.pt (the backbone's state dict that fine-tuning starts
 from), meta.json (``PretrainMeta``: model, classes, stages, best validation accuracy),
@@ -53,6 +54,37 @@ def imagenet_backbone(cfg: DictConfig) -> None:
     print(f"pretrain: {cfg.model.name} backbone from torchvision's ImageNet weights (no training on the source data)")
 
 
+def file_backbone(cfg: DictConfig, weights: Path, parent: str | None) -> None:
+    """`pretrain.source: file`: the backbone comes from your weights file (its sha256 checked before)."""
+    from transferlab.models.weights import backbone_from_file
+
+    backbone = backbone_from_file(as_dict(cfg.model), cfg.data.image_size, weights)
+    with staged_dir(ProjectPaths.of(cfg).pretrain) as staging:
+        save_torch(backbone.state_dict(), staging / BACKBONE)
+        PretrainMeta(
+            model=as_dict(cfg.model),
+            source="file",
+            stages=backbone.stage_names,
+            image_size=cfg.data.image_size,
+            weights_file=weights.name,
+            weights_sha256=cfg.pretrain.weights_sha256,
+        ).save(staging / META)
+        save_config(cfg, staging / CONFIG)
+    if parent is not None:
+        runs.log_params(
+            parent,
+            {
+                "pretrain.source": "file",
+                "pretrain.weights": weights.name,
+                "pretrain.weights_sha256": cfg.pretrain.weights_sha256,
+            },
+        )
+    print(
+        f"pretrain: {cfg.model.name} backbone from {weights} "
+        f"(sha256 {cfg.pretrain.weights_sha256[:12]}..., no training on the source data)"
+    )
+
+
 def pretraining_seed(cfg: DictConfig, state_root: Path) -> int:
     """``seed``, or with ``seed: null`` a fresh one, drawn once per run: a resumed run keeps the seed it drew."""
     if cfg.seed is not None:
@@ -81,6 +113,7 @@ def run_pretrain(cfg: DictConfig, state_root: Path, parent: str | None) -> None:
             stages=network.stage_names,
             image_size=cfg.data.image_size,
             val_acc=outcome.record.val_acc,
+            test_acc=outcome.record.test.acc if outcome.record.test is not None else None,
             best_epoch=outcome.record.best_epoch,
         ).save(staging / META)
         write_text(staging / HISTORY, history_csv(history_rows([outcome])))
