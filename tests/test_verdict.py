@@ -218,3 +218,12 @@ def test_the_summary_says_where_the_pretrained_network_did_not_transfer_and_repo
     assert "validation accuracy 0.610" in said and "0.600 on its test split" in said
     mine = meta.model_copy(update={"source": "file", "weights_file": "mine.pt", "weights_sha256": "ab" * 32})
     assert "your weights from mine.pt (sha256 abababababab" in source_network(mine, 8)
+
+
+def test_a_tie_between_equal_costs_says_the_regime_order_decided_not_a_cost():
+    """Catches: "the cheapest of the tied regimes (1.0x fewer training FLOPs ...)" for two regimes that
+    cost the same (finetune_all and scratch train the same network), a claim the numbers contradict."""
+    v = verdict_of({"scratch": seeds_at(0.706, 1), "finetune_all": seeds_at(0.70, 2)}).verdict
+    assert v.call == "tie" and v.leader == "scratch" and v.recommended == "finetune_all"
+    assert "finetune_all costs the same as scratch" in v.reason and "the tie goes to the regime first" in v.reason
+    assert "fewer training FLOPs" not in v.reason

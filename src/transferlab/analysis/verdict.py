@@ -30,6 +30,7 @@ from transferlab.analysis.statistics import correctness, improvement, paired_boo
 from transferlab.core.artifacts import (
     CellRecord,
     Comparison,
+    Cost,
     QuadrantComparison,
     QuadrantSeeds,
     RegimeSummary,
@@ -185,8 +186,31 @@ def _reason(
     if recommended == leader:
         return text + f"; {leader} leads and is also the cheapest of them"
     a, b = by_regime[leader].cost, by_regime[recommended].cost
-    cheaper = f" ({_ratio(a.train_flops, b.train_flops)} fewer training FLOPs than {leader})" if a and b else ""
-    return text + f"; {recommended} is the cheapest of the tied regimes{cheaper}"
+    if a is None or b is None:
+        return text + f"; {recommended} is the cheapest of the tied regimes"
+    return text + f"; {recommended} {why_cheaper(a, b, leader)}"
+
+
+def why_cheaper(a: Cost, b: Cost, leader: str) -> str:
+    """Why the recommended regime (cost ``b``) goes before the leader (cost ``a``): the first of
+    ``cost_key``'s criteria that differs, or, when they all agree, the regime order."""
+    if a.train_flops != b.train_flops:
+        ratio = _ratio(a.train_flops, b.train_flops)
+        return f"is the cheapest of the tied regimes ({ratio} fewer training FLOPs than {leader})"
+    if a.inference_flops != b.inference_flops:
+        return (
+            f"trains on the same FLOPs as {leader} and is the cheapest to run "
+            f"({_ratio(a.inference_flops, b.inference_flops)} fewer inference FLOPs)"
+        )
+    if a.trainable_params != b.trainable_params:
+        return (
+            f"trains on the same FLOPs as {leader} with fewer trainable parameters "
+            f"({_ratio(a.trainable_params, b.trainable_params)} fewer)"
+        )
+    return (
+        f"costs the same as {leader} (training and inference FLOPs, trainable parameters): the tie goes "
+        f"to the regime first in the order {', '.join(REGIMES)}"
+    )
 
 
 def comparison(
