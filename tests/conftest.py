@@ -99,3 +99,16 @@ def prepared_copy(prepared_project, tmp_path) -> Path:
 @pytest.fixture
 def pipeline_copy(pipeline_project, tmp_path) -> Path:
     return clone_project(pipeline_project, tmp_path / "project")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """params.yaml + conf/ of the repository, with the stage run in-process from there."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(REPO / "params.yaml", root)
+    shutil.copytree(REPO / "conf", root / "conf")
+    monkeypatch.chdir(root)
+    for key in [k for k in os.environ if k.startswith(("DVC_", "MLFLOW_"))]:
+        monkeypatch.delenv(key)
+    return root

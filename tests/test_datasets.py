@@ -27,7 +27,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from helpers import REPO, project_env
+from helpers import project_env
 from transferlab import download
 from transferlab.core.config import load_config
 from transferlab.core.errors import ConfigError
@@ -69,19 +69,6 @@ def image_folder(
         for i in range(per_class):
             folder = root / split / name if split else root / name
             write_jpeg(folder / f"{name}_{i:03d}.jpg", colour_of(c, i, split), size)
-    return root
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
-    """params.yaml + conf/ of the repository, with the stage run in-process from there."""
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copy(REPO / "params.yaml", root)
-    shutil.copytree(REPO / "conf", root / "conf")
-    monkeypatch.chdir(root)
-    for key in [k for k in os.environ if k.startswith(("DVC_", "MLFLOW_"))]:
-        monkeypatch.delenv(key)
     return root
 
 

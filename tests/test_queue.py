@@ -17,6 +17,32 @@ from helpers import BIN, dvc, experiment_runs, git_commit, project_env
 pytestmark = pytest.mark.e2e
 
 
+def run_queue(project: Path, workers: int, seconds: float) -> str:
+    """`dvc queue start -j workers`, then `dvc queue status` until nothing is queued or running (at most
+    ``seconds``), then `dvc queue stop`; returns the last status."""
+    # Not captured through a pipe: the workers `dvc queue start` leaves behind inherit stdout/stderr, and
+    # a pipe would stay open (and the call blocked) for as long as an idle worker lives.
+    with open(project / ".dvc" / "tmp" / "queue-start.log", "w") as log:
+        started = subprocess.run(
+            [str(BIN / "dvc"), "queue", "start", "-j", str(workers)],
+            cwd=project,
+            env=project_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+    assert started.returncode == 0, (project / ".dvc" / "tmp" / "queue-start.log").read_text()
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        status = dvc(project, "queue", "status")
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(3)
+    dvc(project, "queue", "stop")
+    return status
+
+
 def test_a_queued_sweep_runs_two_pipelines_at_once_into_one_store(pipeline_copy):
     """Catches: artifacts or runs lost with DVC's temporary copies (the store must be anchored at
     DVC_ROOT), "database is locked" crashes between two writers, experiments missing from `dvc exp
@@ -26,26 +52,7 @@ def test_a_queued_sweep_runs_two_pipelines_at_once_into_one_store(pipeline_copy)
     before = {r.info.run_id for r in experiment_runs(project)}
     # Two values of a knob only `evaluate` reads: each experiment runs evaluate and report (two processes).
     dvc(project, "exp", "run", "--queue", "-S", "evaluate.promote_margin=0.1,0.2")
-    # Not captured through a pipe: the workers `dvc queue start` leaves behind inherit stdout/stderr, and
-    # a pipe would stay open (and the call blocked) for as long as an idle worker lives.
-    with open(project / ".dvc" / "tmp" / "queue-start.log", "w") as log:
-        started = subprocess.run(
-            [str(BIN / "dvc"), "queue", "start", "-j", "2"],
-            cwd=project,
-            env=project_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            timeout=120,
-        )
-    assert started.returncode == 0, (project / ".dvc" / "tmp" / "queue-start.log").read_text()
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        status = dvc(project, "queue", "status")
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
-        time.sleep(3)
-    dvc(project, "queue", "stop")
+    status = run_queue(project, workers=2, seconds=600)
     assert status.count("Success") == 2 and "Failed" not in status, status
 
     new = [r for r in experiment_runs(project) if r.info.run_id not in before]
@@ -141,24 +148,7 @@ def test_queued_experiments_over_two_folder_sets_set_every_root_from_the_command
             "experiment.name=my_folders",
             *[arg for setting in settings for arg in ("-S", setting)],
         )
-    with open(project / ".dvc" / "tmp" / "queue-start.log", "w") as log:
-        subprocess.run(
-            [str(BIN / "dvc"), "queue", "start", "-j", "1"],
-            cwd=project,
-            env=project_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            timeout=120,
-            check=True,
-        )
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        status = dvc(project, "queue", "status")
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
-        time.sleep(3)
-    dvc(project, "queue", "stop")
+    status = run_queue(project, workers=1, seconds=300)
     assert status.count("Success") == 2 and "Failed" not in status, status
     for name, by_dataset in roots.items():
         # The experiment's params.yaml and dvc.lock, then its data/raw from the cache (`dvc exp apply` would

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -104,20 +102,13 @@ def test_weights_that_do_not_fit_fail_in_one_line_naming_the_keys(tmp_path, defe
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
-    """params.yaml + conf/ of the repository, with the stage run in-process from there."""
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copy(REPO / "params.yaml", root)
-    shutil.copytree(REPO / "conf", root / "conf")
-    monkeypatch.chdir(root)
-    for key in [k for k in os.environ if k.startswith(("DVC_", "MLFLOW_"))]:
-        monkeypatch.delenv(key)
+def stage_project(project, tmp_path, monkeypatch) -> Path:
+    """conftest's ``project`` with its own MLflow store (the pretrain stage checks the store)."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return root
+    return project
 
 
-def test_the_pretrain_stage_takes_your_weights_pinned_by_sha256(project, tmp_path):
+def test_the_pretrain_stage_takes_your_weights_pinned_by_sha256(stage_project, tmp_path):
     """Catches: `pretrain.source: file` training anyway or writing other weights, the file not pinned
     (another file under the same name accepted), and a wrong sha256 found only after work was done."""
     from transferlab import pretrain
@@ -129,21 +120,21 @@ def test_the_pretrain_stage_takes_your_weights_pinned_by_sha256(project, tmp_pat
     args = ["pretrain.source=file", f"pretrain.weights={weights}"]
     with pytest.raises(ConfigError, match=rf"has sha256 {digest}, pretrain\.weights_sha256 says 0{{64}}"):
         pretrain.main([*args, f"pretrain.weights_sha256={'0' * 64}"])
-    assert not (project / "models").exists()
+    assert not (stage_project / "models").exists()
     with pytest.raises(ConfigError, match=r"pretrain\.weights=\S+nothing\.pt: no such file"):
         pretrain.main(
             ["pretrain.source=file", f"pretrain.weights={tmp_path / 'nothing.pt'}", f"pretrain.weights_sha256={digest}"]
         )
 
     pretrain.main([*args, f"pretrain.weights_sha256={digest}"])
-    saved = torch.load(project / "models" / "pretrain" / "backbone.pt", weights_only=True)
+    saved = torch.load(stage_project / "models" / "pretrain" / "backbone.pt", weights_only=True)
     assert same(saved, state)
-    meta = json.loads((project / "models" / "pretrain" / "meta.json").read_text())
+    meta = json.loads((stage_project / "models" / "pretrain" / "meta.json").read_text())
     assert meta["source"] == "file" and meta["weights_sha256"] == digest and meta["weights_file"] == "mine.pt"
     assert str(tmp_path) not in json.dumps(meta), "no absolute path in a DVC output"
 
 
-def test_weights_params_are_checked_before_any_work(project):
+def test_weights_params_are_checked_before_any_work(stage_project):
     """Catches: a weights file given while the source is the pipeline's own (silently unused), and
     `source: file` without a file or a proper sha256."""
     from transferlab.core.config import load_config
