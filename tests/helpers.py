@@ -43,6 +43,10 @@ TINY_PARAMS = {
     "advise.max_images": 64,
     "cut_sweep.cut_at": ["stem", "stage2"],
     "cut_sweep.quadrants": ["small_different"],
+    # On, on one target: nested subsets of 3 and 6 of large_different's 12 per class (6 is small_different's size).
+    "size_curve.run": True,
+    "size_curve.quadrants": ["large_different"],
+    "size_curve.per_class": [3, 6, None],
 }
 # The tiny projects' search spaces (conf/regime/<name>.yaml's `search`): two rates (finetune_all: one rate, its
 # two recipes; the two-phase one with a phase 1 that fits 3 epochs).
@@ -62,6 +66,7 @@ STAGES = {
     "pretrain",
     "race",
     "cut_sweep",
+    "size_curve",
     "evaluate",
     "advise",
     "report",

@@ -70,7 +70,7 @@ def test_no_value_is_defined_both_in_params_and_in_conf(repo):
     main_conf = OmegaConf.load(repo / "conf/config.yaml")
     overlaps += [f"{k}: params.yaml and conf/config.yaml" for k in main_conf if k != "defaults" and k in params]
     assert not overlaps, overlaps
-    for stage in ("download", "augment", "pretrain", "cut_sweep", "evaluate", "report"):
+    for stage in ("download", "augment", "pretrain", "cut_sweep", "size_curve", "evaluate", "report"):
         assert load_config(stage, [], root=repo).stage == stage
     for regime in REGIMES:
         assert load_config("finetune", [f"regime={regime}"], root=repo).args.regime == regime

@@ -76,7 +76,9 @@ def test_the_check_finds_a_missing_dependency():
     assert "transferlab.data.training_sets" in imported_modules("transferlab.finetune")
 
 
-@pytest.mark.parametrize("stage", ["download", "augment", "pretrain", "finetune", "cut_sweep", "evaluate", "report"])
+@pytest.mark.parametrize(
+    "stage", ["download", "augment", "pretrain", "finetune", "cut_sweep", "size_curve", "evaluate", "report"]
+)
 def test_the_readme_pipeline_table_names_each_stage_and_its_module(stage):
     """Catches: a README that lists stages or modules the pipeline does not have."""
     readme = (REPO / "README.md").read_text()

@@ -159,8 +159,43 @@ def test_report_states_the_call_for_every_quadrant(pipeline_project):
         assert ("course note prescribes" in line) and (verdict.call != "tie" or "tie between" in line)
         row = next(line for line in summary.splitlines() if line.startswith(f"| {quadrant} | {verdict.call} |"))
         assert ", ".join(verdict.tied) in row
-    for figure in ("regime_matrix.png", "cut_sweep.png"):
+    for figure in ("regime_matrix.png", "cut_sweep.png", "size_curve.png"):
         assert (pipeline_project / "reports/figures" / figure).stat().st_size > 1000
+
+
+@pytest.mark.e2e
+def test_the_size_curve_trains_nested_subsets_at_the_recipe_searched_nearest_in_size(pipeline_project):
+    """Catches: a size curve that trains every size on the full split, reruns (or misreads) the comparison's own
+    full-split runs, uses a recipe nobody searched at that size's nearest quadrant, trains a frozen regime on
+    features of the wrong rows, leaves its runs untagged in MLflow, or a report that does not show it."""
+    from transferlab.core.artifacts import SizeCurveResults
+
+    curve = SizeCurveResults.load(pipeline_project / "models/size_curve/results.json")
+    quadrant = TINY_PARAMS["size_curve.quadrants"][0]
+    large = TINY_PARAMS["data.large_train_per_class"]
+    assert curve.run and curve.steps == int(BUDGET) and list(curve.quadrants) == [quadrant]
+    for regime in REGIMES:
+        points = curve.quadrants[quadrant][regime]
+        assert [p.per_class for p in points] == [3, 6, large]
+        assert [p.tuned_on for p in points] == ["small_different", "small_different", quadrant]
+        full = results_of(pipeline_project, regime).at(int(BUDGET), quadrant)
+        assert points[-1].from_comparison and {s: r.val_acc for s, r in points[-1].seeds.items()} == {
+            s: r.val_acc for s, r in full.seeds.items()
+        }
+        searched = results_of(pipeline_project, regime).at(int(BUDGET), "small_different").search
+        for point in points[:-1]:
+            assert not point.from_comparison and sorted(map(int, point.seeds)) == SEEDS
+            assert searched is not None and (point.lr, point.variant) == (searched.lr, searched.variant)
+            if regime in ("freeze_all", "truncate_freeze"):  # the subset's materialised rows only
+                assert point.seeds[str(SEEDS[0])].n_train == (COPIES + 1) * point.n_train, regime
+    runs = experiment_runs(pipeline_project, "tags.stage = 'size_curve'")
+    assert sorted((r.data.tags["regime"], r.data.tags["train_per_class"], r.data.tags["seed"]) for r in runs) == sorted(
+        (regime, str(n), str(seed)) for regime in REGIMES for n in (3, 6) for seed in SEEDS
+    )
+    assert all(r.data.params["train_per_class"] in ("3", "6") and r.info.status == "FINISHED" for r in runs)
+    summary = (pipeline_project / "reports/summary.md").read_text()
+    assert "## Would more labels change the answer? The data-size curve" in summary
+    assert f"| {large} (all) |" in summary and f"- **{quadrant}**:" in summary
 
 
 def would_run(project) -> set[str]:
@@ -172,12 +207,16 @@ def would_run(project) -> set[str]:
 @pytest.mark.parametrize(
     "change,expected",
     [
-        ({"regime.scratch.lr": 0.0042}, {"finetune@scratch", "race"}),
-        ({"regime.truncate_freeze.cut_at": "stage1"}, {"finetune@truncate_freeze", "race", "cut_sweep"}),
+        ({"regime.scratch.lr": 0.0042}, {"finetune@scratch", "race", "size_curve"}),
+        ({"regime.truncate_freeze.cut_at": "stage1"}, {"finetune@truncate_freeze", "race", "cut_sweep", "size_curve"}),
         ({"cut_sweep.cut_at": ["stem", "stage1"]}, {"cut_sweep"}),
         ({"evaluate.promote_margin": 0.1}, {"evaluate"}),
         ({"compare.max_seeds": 4}, {"race", "evaluate", "report"}),
-        ({"budgets": [8]}, {f"finetune@{r}" for r in REGIMES} | {"race", "cut_sweep", "evaluate", "report"}),
+        (
+            {"budgets": [8]},
+            {f"finetune@{r}" for r in REGIMES} | {"race", "cut_sweep", "size_curve", "evaluate", "report"},
+        ),
+        ({"size_curve.per_class": [2, None]}, {"size_curve", "report"}),
         ({"pretrain.lr": 0.002}, {"pretrain"}),
         ({"augment.copies": 2}, {"augment"}),
         ({"advise.max_images": 32}, {"advise"}),
@@ -198,7 +237,7 @@ def test_a_params_change_reruns_exactly_the_stages_that_read_it(pipeline_copy, c
             "conf/regime/finetune_all.yaml",
             "backbone_lr_factor: 0.1",
             "backbone_lr_factor: 0.2",
-            {"finetune@finetune_all", "race"},
+            {"finetune@finetune_all", "race", "size_curve"},
         ),
         ("conf/augment/default.yaml", "p: 0.5", "p: 0.4", {"augment"}),
         (
@@ -290,6 +329,9 @@ def test_dvc_plots_colour_by_regime_pair_train_and_val_and_mark_chance(pipeline_
     assert all(float(r["chance"]) == pytest.approx(1 / comparison[r["quadrant"]].num_classes) for r in rows)
     assert sorted({int(r["epoch"]) for r in rows}) == list(range(1, TINY_PARAMS["finetune.epochs"] + 1))
     assert curves["spec"]["layer"][0]["encoding"]["color"]["field"] == "regime"
+    sizes = by_file["reports/size_curve.csv"]["data"]["values"]
+    assert {(r["regime"], r["split"]) for r in sizes} == {(r, s) for r in REGIMES for s in ("val", "test")}
+    assert sorted({int(r["per_class"]) for r in sizes}) == [3, 6, TINY_PARAMS["data.large_train_per_class"]]
     bars = by_file["reports/comparison.csv"]["data"]["values"]
     assert sum(r["role"] == "recommended" for r in bars) == len(QUADRANTS)
     assert sum(r["course_note"] == "prescribed" for r in bars) == len(QUADRANTS)

@@ -8,7 +8,7 @@ import numpy as np
 
 from transferlab.analysis.verdict import comparison
 from transferlab.core.artifacts import CellRecord, QuadrantSeeds
-from transferlab.training.search import Point, grid, successive_halving
+from transferlab.training.search import Point, grid, rung_words, rungs, successive_halving
 
 LRS = [0.001, 0.003, 0.01, 0.03]
 
@@ -42,6 +42,23 @@ def test_successive_halving_finds_the_best_rate_and_stops_the_rest_early():
     assert sum(epochs for _, epochs in log) < 10 * len(LRS)
     assert all(t.pruned_at in (None, 3, 9) for t in found.trials)
     assert any(t.pruned_at is not None for t in found.trials)
+
+
+def test_progress_lines_name_the_rung_a_trial_stopped_at():
+    """Catches: rung epochs that differ from the pruner's (3 and 9 of 10 at factor 3), a pruned trial shown
+    at the wrong rung, or rung words on a search that does not prune."""
+    assert rungs(10, 3, 3) == [3, 9] and rungs(10, 1, 2) == [1, 2, 4, 8] and rungs(3, 3, 3) == []
+    log: list = []
+    found = successive_halving(
+        grid(LRS, None), run_curves(0.01, log), epochs=10, min_epochs=3, reduction_factor=3, seed=0
+    )
+    rung_of = {3: 1, 9: 2}
+    pruned = [t for t in found.trials if t.pruned_at is not None]
+    assert pruned and all(
+        rung_words(t, [3, 9]) == f", stopped at rung {rung_of[t.pruned_at]} of 2 (epoch {t.pruned_at})" for t in pruned
+    )
+    assert rung_words(found.chosen, [3, 9]) == ", through all 2 rungs"
+    assert rung_words(found.trials[0], []) == ""
 
 
 def test_a_resumed_search_makes_the_same_decisions_from_kept_trials():

@@ -1,14 +1,16 @@
 """Stage `report`: the verdict everywhere a user looks.
 
 Reads reports/evaluate/comparison.json (every regime's validation and test metrics over seeds
-and each quadrant's winner, chosen on validation) and models/cut_sweep/results.json; writes
+and each quadrant's winner, chosen on validation), models/cut_sweep/results.json and
+models/size_curve/results.json; writes
 
 - reports/metrics.json (DVC metrics, numbers only): per quadrant the winner's test accuracy, the
   winner (its number in the canonical order, see README) and its validation margin, then every
   regime's test acc and macro-F1, mean and std over seeds;
 - reports/summary.md: the verdict per quadrant in words, the tables, the figures;
-- reports/figures/: the quadrant x regime heatmap and the cut-point curve;
-- reports/comparison.csv, reports/cut_sweep.csv, reports/learning_curves.csv: for `dvc plots`
+- reports/figures/: the quadrant x regime heatmap, the cut-point curve and the data-size curve;
+- reports/comparison.csv, reports/cut_sweep.csv, reports/size_curve.csv, reports/learning_curves.csv:
+  for `dvc plots`
   (templates in .dvc/plots/: coloured by regime, one panel per quadrant, chance marked);
 
 and logs the verdict into the pipeline's parent MLflow run (per-quadrant metrics, winner
@@ -25,6 +27,7 @@ from transferlab.core.artifacts import (
     MetricsFile,
     PretrainMeta,
     RegimeTestMetrics,
+    SizeCurveResults,
     Stats,
 )
 from transferlab.core.config import load_config
@@ -243,6 +246,7 @@ def summary_markdown(
     advice: dict[str, Advice] | None = None,
     checked: dict | None = None,
     source: PretrainMeta | None = None,
+    size: SizeCurveResults | None = None,
 ) -> str:
     from transferlab.analysis.verdict import sentence
     from transferlab.core.names import COURSE_NOTE
@@ -378,6 +382,8 @@ def summary_markdown(
                 f"{_cell(by_cut[cuts[-1]]['test'])}."
             )
         lines += ["", f"![cut-point sweep]({FIGURES}/cut_sweep.png)"]
+    if size is not None:
+        lines += size_curve_markdown(cfg, size)
     lines += advisor_markdown(advice or {}, checked or {})
     lines += [
         "",
@@ -386,6 +392,73 @@ def summary_markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def size_curve_markdown(cfg, size: SizeCurveResults) -> list[str]:
+    """The data-size curve: a table per quadrant, the best regime at each size and every crossover; when the
+    stage was off, how to turn it on."""
+    from transferlab.analysis.size_curve import curves, summary_lines
+
+    sizes = ", ".join("all" if n is None else str(n) for n in cfg.size_curve.per_class)
+    lines = ["", "## Would more labels change the answer? The data-size curve", ""]
+    if not size.run:
+        return lines + [
+            f"Not measured: the `size_curve` stage is off (`size_curve.run: false`). `dvc exp run -S "
+            f"size_curve.run=true` trains every regime on {sizes} images per class of "
+            f"{', '.join(cfg.size_curve.quadrants)}; docs/size_curve.md has what it found here and how long it took."
+        ]
+    table = curves(size)
+    lines += [
+        f"Every regime on the first N training images of each class (nested subsets), seeds {list(cfg.seeds)}, "
+        f"{size.steps} optimizer steps per run, each at the recipe its search chose on the quadrant of the same "
+        f"target nearest in size (log scale; not searched again per size); the full split is the comparison's own "
+        f"runs. Validation / test accuracy, mean ± std over seeds; crossovers are read on validation means.",
+    ]
+    for quadrant, curve in table.items():
+        regimes = list(curve)
+        lines += [
+            "",
+            f"{quadrant}:",
+            "",
+            "| per class | " + " | ".join(regimes) + " |",
+            "|---" * (len(regimes) + 1) + "|",
+        ]
+        for i, point in enumerate(curve[regimes[0]]):
+            cells = [f"{_cell(curve[r][i].val)} / {_cell(curve[r][i].test)}" for r in regimes]
+            lines.append(
+                f"| {point.per_class}{' (all)' if point.from_comparison else ''} | " + " | ".join(cells) + " |"
+            )
+    lines.append("")
+    for quadrant, curve in table.items():
+        lines += summary_lines(quadrant, curve)
+    lines += ["", f"![data-size curve]({FIGURES}/size_curve.png)"]
+    return lines
+
+
+def size_curve_csv(size: SizeCurveResults, comparison: Comparison) -> str:
+    """Every regime's validation and test accuracy at every size (long format: one row per split), for `dvc
+    plots` (template .dvc/plots/size_curve.json); the header only when the stage was off."""
+    from transferlab.analysis.size_curve import curves
+
+    rows = []
+    for quadrant, curve in curves(size).items():
+        for regime, points in curve.items():
+            for p in points:
+                for split, s in (("val", p.val), ("test", p.test)):
+                    rows.append(
+                        [
+                            quadrant,
+                            regime,
+                            p.per_class,
+                            split,
+                            s.mean,
+                            s.std,
+                            s.n,
+                            p.tuned_on,
+                            _chance(comparison[quadrant]),
+                        ]
+                    )
+    return csv_text(["quadrant", "regime", "per_class", "split", "value", "std", "seeds", "tuned_on", "chance"], rows)
 
 
 def _chance(entry) -> float:
@@ -591,7 +664,12 @@ def main(argv: list[str]) -> None:
     where = ProjectPaths.of(cfg)
     with prepared(
         "report",
-        {where.comparison: "evaluate", where.cut_sweep_results: "cut_sweep", where.advice: "advise"},
+        {
+            where.comparison: "evaluate",
+            where.cut_sweep_results: "cut_sweep",
+            where.size_curve_results: "size_curve",
+            where.advice: "advise",
+        },
         [where.metrics, where.figures],
         check_store,
     ):
@@ -613,15 +691,27 @@ def main(argv: list[str]) -> None:
         advice = {q: Advice.load(where.advice_file(q)) for q in QUADRANTS if where.advice_file(q).is_file()}
         checked = advisor_check(advice, comparison, sweep)
         source = PretrainMeta.load(where.pretrain_meta) if where.pretrain_meta.is_file() else None
-        summary = summary_markdown(cfg, comparison, sweep, cuts, advice, checked, source)
+        size = SizeCurveResults.load(where.size_curve_results)
+        summary = summary_markdown(cfg, comparison, sweep, cuts, advice, checked, source, size)
         with staged_dir(where.figures) as staging:
             figures.heatmap(comparison, regimes_run(comparison), staging / "regime_matrix.png")
             if sweep:
                 figures.cut_curve(sweep, cuts, staging / "cut_sweep.png")
+            if size.run:
+                from transferlab.analysis.size_curve import crossovers, curves
+
+                table = curves(size)
+                figures.size_curve(
+                    table,
+                    {q: crossovers(c) for q, c in table.items()},
+                    {q: _chance(comparison[q]) for q in table},
+                    staging / "size_curve.png",
+                )
         metrics_json(comparison, checked).save(where.metrics)
         write_text(where.summary, summary)
         write_text(where.reports / "comparison.csv", comparison_csv(comparison))
         write_text(where.reports / "cut_sweep.csv", cut_sweep_csv(sweep, cuts, comparison))
+        write_text(where.reports / "size_curve.csv", size_curve_csv(size, comparison))
         write_text(where.reports / "learning_curves.csv", learning_curves_csv(comparison, where))
         save_config(cfg, where.reports / "report_config.yaml")
         parent = log_verdict(cfg, comparison, where, summary, checked, source)

@@ -109,3 +109,48 @@ def cut_curve(sweep: dict[str, dict[str, dict[str, Stats]]], cuts: list[str], pa
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata=PNG)
     plt.close(fig)
+
+
+def size_curve(curves: dict, crossings: dict, chance: dict[str, float], path: Path) -> None:
+    """Accuracy against images per class (log scale), one panel per quadrant, one colour per regime: validation
+    (the criterion) solid with the seeds' std, test dashed; each crossover marked between its two sizes."""
+    plt = _pyplot()
+    quadrants = list(curves)
+    fig, axes = plt.subplots(1, len(quadrants), figsize=(5.2 * len(quadrants), 4.2), squeeze=False)
+    colours = {r: f"C{i}" for i, r in enumerate(("freeze_all", "truncate_freeze", "finetune_all", "scratch"))}
+    for ax, quadrant in zip(axes[0], quadrants):
+        for regime, points in curves[quadrant].items():
+            sizes = [p.per_class for p in points]
+            ax.errorbar(
+                sizes,
+                [p.val.mean for p in points],
+                yerr=[p.val.std for p in points],
+                marker="o",
+                capsize=3,
+                color=colours[regime],
+                label=regime,
+            )
+            ax.plot(sizes, [p.test.mean for p in points], linestyle="--", color=colours[regime], alpha=0.6)
+        for i, c in enumerate(crossings[quadrant]):
+            x = (c.below * c.above) ** 0.5
+            ax.axvline(x, color="grey", linestyle=":", linewidth=1)
+            ax.annotate(
+                f"{c.ahead} > {c.behind}",
+                (x, 0.95 - 0.05 * (i % 8)),
+                fontsize=6,
+                ha="center",
+                color=colours[c.ahead],
+            )
+        ax.axhline(chance[quadrant], color="grey", linestyle="--", linewidth=0.8)
+        ax.set_xscale("log")
+        sizes = [p.per_class for p in next(iter(curves[quadrant].values()))]
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("training images per class (log scale)")
+        ax.set_ylabel("accuracy, mean ± std over seeds")
+        ax.set_title(f"{quadrant}: solid validation, dashed test; dotted, a crossover", fontsize=8)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata=PNG)
+    plt.close(fig)

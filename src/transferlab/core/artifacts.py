@@ -13,6 +13,7 @@ of the file rather than written as null, as the stages always wrote them.
 | models/pretrain/meta.json | ``PretrainMeta`` | pretrain | finetune, cut_sweep, advise |
 | models/finetune/<r>/results.json | ``RegimeResults`` | finetune@<r> | evaluate |
 | models/cut_sweep/results.json | ``CutSweepResults`` | cut_sweep | report |
+| models/size_curve/results.json | ``SizeCurveResults`` | size_curve | report |
 | reports/evaluate/comparison.json | ``Comparison`` | evaluate | report |
 | reports/advice/<d>.json | ``Advice`` | advise | report |
 | reports/metrics.json | ``MetricsFile`` | report | retrain, dvc |
@@ -292,6 +293,31 @@ class CutSweepResults(Artifact):
 
     cut_at: list[str]
     quadrants: dict[str, dict[str, CutSeeds]]  # quadrant -> cut -> seeds
+
+
+class SizePoint(Record):
+    """One regime at one training-set size: the recipe it ran with (chosen by the search on ``tuned_on``)
+    and every seed."""
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"lr"})
+
+    per_class: int  # training images per class (at most; a class with fewer has all of its own)
+    n_train: int  # training images in all (the frozen regimes' rows are K + 1 times as many)
+    tuned_on: str  # the quadrant whose search chose the recipe
+    from_comparison: bool  # the full split: the comparison's own runs, read back from models/finetune
+    seeds: dict[str, CellRecord]
+    lr: float | None = None
+    variant: str = ""
+
+
+class SizeCurveResults(Artifact):
+    """models/size_curve/results.json: every regime on nested subsets of each quadrant's training split."""
+
+    PRODUCER: ClassVar[str] = "size_curve"
+
+    run: bool  # false: size_curve.run was off, nothing trained
+    steps: int | None = None  # the budget every point ran at
+    quadrants: dict[str, dict[str, list[SizePoint]]] = Field(default_factory=dict)  # quadrant -> regime -> points
 
 
 # --------------------------------------------------------------------------- the verdict

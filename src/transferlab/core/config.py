@@ -44,6 +44,7 @@ STAGES = (
     "finetune",
     "race",
     "cut_sweep",
+    "size_curve",
     "evaluate",
     "report",
     "advise",

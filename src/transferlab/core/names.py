@@ -17,6 +17,13 @@ COURSE_NOTE = {
 SPLITS = ("train", "val", "test")
 
 
+def same_target(quadrant: str) -> list[str]:
+    """The quadrants of the target dataset ``quadrant`` belongs to, small first: small_similar and
+    large_similar for either."""
+    kind = quadrant.split("_", 1)[1]
+    return [f"small_{kind}", f"large_{kind}"]
+
+
 def seed_words(*parts: int | str) -> list[int]:
     """Integer words for numpy's SeedSequence from names and numbers (stable across runs)."""
     import zlib

@@ -110,6 +110,15 @@ class ProjectPaths:
     def cut_sweep_results(self) -> Path:
         return self.cut_sweep / RESULTS
 
+    # models/size_curve/ (size_curve)
+    @property
+    def size_curve(self) -> Path:
+        return self.models / "size_curve"
+
+    @property
+    def size_curve_results(self) -> Path:
+        return self.size_curve / RESULTS
+
     # reports/ (evaluate, advise, report)
     @property
     def evaluation(self) -> Path:

@@ -91,6 +91,15 @@ class CutSweepParams:
 
 
 @dataclass
+class SizeCurveParams:
+    """The data-size curve (size_curve stage): every regime on nested subsets of a target's training split."""
+
+    run: bool = MISSING  # false: the stage writes that it is off (it costs about one comparison's trainable cells)
+    quadrants: List[str] = MISSING  # large quadrants: their training split is subsetted
+    per_class: List[Optional[int]] = MISSING  # images per class, smallest first; null: every image the comparison used
+
+
+@dataclass
 class EvaluateParams:
     batch_size: int = MISSING
     promote_margin: float = MISSING
@@ -127,6 +136,7 @@ class Params:
     compare: CompareParams = field(default_factory=CompareParams)
     regime: Dict[str, Any] = field(default_factory=dict)
     cut_sweep: CutSweepParams = field(default_factory=CutSweepParams)
+    size_curve: SizeCurveParams = field(default_factory=SizeCurveParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     retrain: RetrainParams = field(default_factory=RetrainParams)
     advise: AdviseParams = field(default_factory=AdviseParams)
@@ -379,6 +389,7 @@ def check_params(p: Any, regime_options: list[str], dataset_options: list[str] |
     positive_int("finetune.train_per_class", p.finetune.train_per_class, allow_none=True)
     for q in p.cut_sweep.quadrants:
         require("cut_sweep.quadrants", list(p.cut_sweep.quadrants), q in QUADRANTS, ", ".join(QUADRANTS))
+    check_size_curve(p.size_curve)
     positive_int("evaluate.batch_size", p.evaluate.batch_size)
     margin = p.evaluate.promote_margin
     require(
@@ -390,6 +401,29 @@ def check_params(p: Any, regime_options: list[str], dataset_options: list[str] |
     require("retrain.tolerance", p.retrain.tolerance, 0 <= p.retrain.tolerance < 1, "a number in [0, 1)")
     positive_int("advise.max_images", p.advise.max_images)
     positive_int("advise.small_per_class", p.advise.small_per_class)
+
+
+def check_size_curve(curve: Any) -> None:
+    """Distinct quadrants; sizes that grow (integers >= 1, at most one null, last: the full split)."""
+    quadrants = list(curve.quadrants)
+    require(
+        "size_curve.quadrants",
+        quadrants,
+        len(quadrants) >= 1 and len(set(quadrants)) == len(quadrants) and set(quadrants) <= set(QUADRANTS),
+        f"a non-empty list of distinct names from {', '.join(QUADRANTS)}",
+    )
+    sizes = list(curve.per_class)
+    numbers = [n for n in sizes if n is not None]
+    ok = (
+        len(sizes) >= 2
+        and all(_is_int(n) and n >= 1 for n in numbers)
+        and numbers == sorted(set(numbers))
+        and sizes.count(None) <= 1
+        and (None not in sizes or sizes[-1] is None)
+    )
+    require(
+        "size_curve.per_class", sizes, ok, "two or more increasing integers >= 1, optionally ending with null (all)"
+    )
 
 
 def check_regime(name: str, r: Any) -> None:

@@ -110,7 +110,7 @@ def headline_budget(cfg: DictConfig) -> int:
 class CellSpec:
     """One training run: what it trains on, how, for how long, and which stage it belongs to."""
 
-    stage: str  # the run's `stage` tag: pretrain | finetune | tune | race | cut_sweep | sweep
+    stage: str  # the run's `stage` tag: pretrain | finetune | tune | race | cut_sweep | size_curve | sweep
     dvc_stage: str  # the DVC stage it runs in (tag dvc.stage), e.g. finetune@scratch
     dataset: str  # source or a quadrant
     regime: str  # a regime of conf/regime/, or "pretrain"
@@ -197,6 +197,8 @@ class CellSpec:
             tags["cut_at"] = self.recipe.cut_at
         if self.budget.steps is not None:
             tags["budget"] = str(self.budget.steps)
+        if self.train_per_class is not None:
+            tags["train_per_class"] = str(self.train_per_class)
         return tags
 
 

@@ -105,6 +105,25 @@ class SearchResult:
         return len(lrs) > 1 and self.chosen.point.lr in (min(lrs), max(lrs))
 
 
+def rungs(epochs: int, min_epochs: int, reduction_factor: int) -> list[int]:
+    """The epochs at which successive halving compares trials: min_epochs, x reduction_factor, ..., below ``epochs``."""
+    found, at = [], min_epochs
+    while at < epochs:
+        found.append(at)
+        at *= reduction_factor
+    return found
+
+
+def rung_words(result: TrialResult, rung_epochs: list[int]) -> str:
+    """Where a pruned search left a trial, for progress lines: "stopped at rung 1 of 2 (epoch 3)"."""
+    if not rung_epochs:
+        return ""
+    if result.pruned_at is None:
+        return f", through all {len(rung_epochs)} rungs"
+    reached = sum(at <= result.pruned_at for at in rung_epochs)
+    return f", stopped at rung {reached} of {len(rung_epochs)} (epoch {result.pruned_at})"
+
+
 # A trial: (point, reporter) -> its validation accuracy per epoch (stopped early when the reporter says so).
 RunTrial = Callable[[Point, Reporter], list[float]]
 

@@ -19,7 +19,7 @@ from transferlab.core.artifacts import SearchRecord, TrialRecord
 from transferlab.core.console import progress_line
 from transferlab.tracking import runs
 from transferlab.training.runner import CellRunner, CellSpec
-from transferlab.training.search import Point, Reporter, TrialResult, grid, successive_halving
+from transferlab.training.search import Point, Reporter, TrialResult, grid, rung_words, rungs, successive_halving
 
 
 def search_points(cfg: DictConfig, regime: str) -> list[Point]:
@@ -88,11 +88,13 @@ def tune(runner: CellRunner, regime: str, quadrant: str, steps: int) -> SearchRe
         outcome = runner.run(spec, parent=search_run, reporter=reporter)
         return [row.val_acc for row in outcome.result.history if row.val_acc is not None]
 
+    pruned = method == "successive_halving" and not cached
+    rung_epochs = rungs(cfg.finetune.epochs, int(cfg.tune.min_epochs), int(cfg.tune.reduction_factor)) if pruned else []
+
     def on_trial(done: int, total: int, result: TrialResult) -> None:
-        stopped = f", pruned after epoch {result.pruned_at}" if result.pruned_at else ""
         progress_line(
             f"{quadrant}/{regime} b{steps}: trial {done}/{total} of the search ({result.point.label}): "
-            f"best val acc {result.best:.3f}{stopped}"
+            f"best val acc {result.best:.3f}{rung_words(result, rung_epochs)}"
         )
 
     found = successive_halving(
@@ -102,7 +104,7 @@ def tune(runner: CellRunner, regime: str, quadrant: str, steps: int) -> SearchRe
         int(cfg.tune.min_epochs),
         int(cfg.tune.reduction_factor),
         seed=int(cfg.tune.seed),
-        prune=method == "successive_halving" and not cached,
+        prune=pruned,
         on_trial=on_trial,
     )
     lrs = list(cfg.regime[regime].search.lr)

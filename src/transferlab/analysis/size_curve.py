@@ -1,0 +1,129 @@
+"""What the data-size curve says: each regime's accuracy per training-set size, and where one regime
+overtakes another (on validation means, the criterion; test is reported beside it).
+
+A crossover of regimes a and b lies between two consecutive sizes when the sign of (a - b) on mean
+validation accuracy flips between them (sizes where they are exactly level are passed over). Each is
+reported with the gap after it and whether that gap exceeds the seeds' spread: with 3 seeds, a
+crossover inside the spread is a hint, not a finding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transferlab.analysis.verdict import stats
+from transferlab.core.artifacts import SizeCurveResults, Stats
+from transferlab.core.names import REGIMES
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    per_class: int
+    val: Stats
+    test: Stats
+    lr: float | None
+    variant: str
+    tuned_on: str
+    from_comparison: bool
+
+
+Curve = dict[str, list[CurvePoint]]  # regime -> points, smallest first
+
+
+@dataclass(frozen=True)
+class Crossover:
+    """``ahead`` overtakes ``behind`` between ``below`` and ``above`` images per class."""
+
+    ahead: str
+    behind: str
+    below: int
+    above: int
+    gap: float  # ahead - behind at ``above``, mean validation accuracy
+    spread: float  # the larger of the two regimes' seed std at ``above``
+
+    @property
+    def beyond_spread(self) -> bool:
+        return self.gap > self.spread
+
+    def sentence(self) -> str:
+        verdict = "larger than" if self.beyond_spread else "within"
+        return (
+            f"{self.ahead} overtakes {self.behind} between {self.below} and {self.above} per class "
+            f"(at {self.above}: {self.gap:+.3f} on validation, {verdict} the seeds' spread of {self.spread:.3f})"
+        )
+
+
+def curves(results: SizeCurveResults) -> dict[str, Curve]:
+    """{quadrant: {regime: points}} with validation and test accuracy over seeds, regimes in REGIMES order."""
+    table: dict[str, Curve] = {}
+    for quadrant, by_regime in results.quadrants.items():
+        table[quadrant] = {}
+        for regime in [r for r in REGIMES if r in by_regime]:
+            table[quadrant][regime] = [
+                CurvePoint(
+                    per_class=p.per_class,
+                    val=stats([r.val_acc for r in p.seeds.values()]),
+                    test=stats([r.test.acc for r in p.seeds.values() if r.test is not None]),
+                    lr=p.lr,
+                    variant=p.variant,
+                    tuned_on=p.tuned_on,
+                    from_comparison=p.from_comparison,
+                )
+                for p in by_regime[regime]
+            ]
+    return table
+
+
+def crossovers(curve: Curve) -> list[Crossover]:
+    """Every sign flip of every pair of regimes' mean validation accuracy along the sizes, in size order."""
+    found = []
+    regimes = list(curve)
+    for i, a in enumerate(regimes):
+        for b in regimes[i + 1 :]:
+            last_sign, last_size = 0, 0
+            for pa, pb in zip(curve[a], curve[b]):
+                diff = pa.val.mean - pb.val.mean
+                sign = (diff > 0) - (diff < 0)
+                if sign == 0:
+                    continue
+                if last_sign and sign != last_sign:
+                    ahead, behind = (a, b) if sign > 0 else (b, a)
+                    found.append(
+                        Crossover(
+                            ahead=ahead,
+                            behind=behind,
+                            below=last_size,
+                            above=pa.per_class,
+                            gap=round(abs(diff), 6),
+                            spread=max(pa.val.std, pb.val.std),
+                        )
+                    )
+                last_sign, last_size = sign, pa.per_class
+    return sorted(found, key=lambda c: (c.above, REGIMES.index(c.ahead), REGIMES.index(c.behind)))
+
+
+def best_by_size(curve: Curve) -> list[tuple[int, str]]:
+    """The regime with the best mean validation accuracy at each size (REGIMES order breaks a tie)."""
+    regimes = list(curve)
+    sizes = [p.per_class for p in curve[regimes[0]]]
+    return [(n, max(regimes, key=lambda r: (curve[r][i].val.mean, -REGIMES.index(r)))) for i, n in enumerate(sizes)]
+
+
+def summary_lines(quadrant: str, curve: Curve) -> list[str]:
+    """The curve in words: the best regime at each size, whether that changes, and every crossover."""
+    best = best_by_size(curve)
+    changes = len({regime for _, regime in best}) > 1
+    leaders = ", ".join(f"{n}: {regime}" for n, regime in best)
+    sizes = ", ".join(str(n) for n, _ in best)
+    head = (
+        f"- **{quadrant}**: the best regime on validation changes with the number of labels ({leaders} per class)."
+        if changes
+        else f"- **{quadrant}**: {best[0][1]} is best on validation at every size ({sizes} per class): more labels "
+        f"would not change the answer there."
+    )
+    crossing = crossovers(curve)
+    lines = [head]
+    lines += [f"  - {c.sentence()}." for c in crossing]
+    if not crossing:
+        lines.append("  - No two regimes cross.")
+    return lines
