@@ -135,3 +135,11 @@ def test_the_report_says_how_to_turn_the_curve_on_and_tabulates_it_when_on():
     assert "| 10 | 0.510 ± 0.014 / 0.510 ± 0.014 | 0.210 ± 0.014 / 0.210 ± 0.014 |" in text
     assert "| 500 (all) | 0.610 ± 0.014" in text
     assert "freeze_all is best on validation at every size" in text and "figures/size_curve.png" in text
+
+
+def test_a_change_of_leader_made_only_of_crossovers_inside_the_spread_is_called_a_hint():
+    """Catches: a summary that says the best regime changes with the labels when every flip behind it is noise."""
+    noisy = curve({"freeze_all": [0.60, 0.62], "finetune_all": [0.61, 0.61]}, sizes=(10, 30), std=0.05)
+    assert "a hint, not a finding" in summary_lines("large_similar", noisy)[0]
+    clear = curve({"freeze_all": [0.60, 0.70], "finetune_all": [0.61, 0.61]}, sizes=(10, 30), std=0.01)
+    assert "a hint" not in summary_lines("large_similar", clear)[0]

@@ -437,13 +437,20 @@ def size_curve_markdown(cfg, size: SizeCurveResults) -> list[str]:
 
 def size_curve_csv(size: SizeCurveResults, comparison: Comparison) -> str:
     """Every regime's validation and test accuracy at every size (long format: one row per split), for `dvc
-    plots` (template .dvc/plots/size_curve.json); the header only when the stage was off."""
-    from transferlab.analysis.size_curve import curves
+    plots` (template .dvc/plots/size_curve.json); ``crossover``, on a validation row: the regimes it has just
+    overtaken. The header only when the stage was off."""
+    from transferlab.analysis.size_curve import crossovers, curves
 
     rows = []
     for quadrant, curve in curves(size).items():
+        crossing = crossovers(curve)
         for regime, points in curve.items():
             for p in points:
+                overtakes = "; ".join(
+                    f"overtakes {c.behind} (between {c.below} and {c.above})"
+                    for c in crossing
+                    if c.ahead == regime and c.above == p.per_class
+                )
                 for split, s in (("val", p.val), ("test", p.test)):
                     rows.append(
                         [
@@ -455,10 +462,12 @@ def size_curve_csv(size: SizeCurveResults, comparison: Comparison) -> str:
                             s.std,
                             s.n,
                             p.tuned_on,
+                            overtakes if split == "val" else "",
                             _chance(comparison[quadrant]),
                         ]
                     )
-    return csv_text(["quadrant", "regime", "per_class", "split", "value", "std", "seeds", "tuned_on", "chance"], rows)
+    columns = ["quadrant", "regime", "per_class", "split", "value", "std", "seeds", "tuned_on", "crossover", "chance"]
+    return csv_text(columns, rows)
 
 
 def _chance(entry) -> float:

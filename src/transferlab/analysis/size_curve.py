@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from transferlab.analysis.verdict import stats
 from transferlab.core.artifacts import SizeCurveResults, Stats
-from transferlab.core.names import REGIMES
+from transferlab.core.names import QUADRANTS, REGIMES
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,10 @@ class Crossover:
 
 
 def curves(results: SizeCurveResults) -> dict[str, Curve]:
-    """{quadrant: {regime: points}} with validation and test accuracy over seeds, regimes in REGIMES order."""
+    """{quadrant: {regime: points}} with validation and test accuracy over seeds, in QUADRANTS and REGIMES order."""
     table: dict[str, Curve] = {}
-    for quadrant, by_regime in results.quadrants.items():
+    for quadrant in [q for q in QUADRANTS if q in results.quadrants]:
+        by_regime = results.quadrants[quadrant]
         table[quadrant] = {}
         for regime in [r for r in REGIMES if r in by_regime]:
             table[quadrant][regime] = [
@@ -122,6 +123,8 @@ def summary_lines(quadrant: str, curve: Curve) -> list[str]:
         f"would not change the answer there."
     )
     crossing = crossovers(curve)
+    if changes and crossing and not any(c.beyond_spread for c in crossing):
+        head += " Every crossover is within the seeds' spread: a hint, not a finding."
     lines = [head]
     lines += [f"  - {c.sentence()}." for c in crossing]
     if not crossing:
