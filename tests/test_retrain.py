@@ -58,7 +58,9 @@ def test_retrain_keeps_promotes_and_refuses_a_weaker_challenger(pipeline_copy, t
     conf.write_text(conf.read_text().replace("0.001", "0.002", 1))
     code, text, output = retrain(project)
     assert code == 0 and text.startswith("# Retraining: promoted")
-    assert ran(output) == {"finetune@scratch", "race", "evaluate", "report"}, "one regime's grid re-runs that regime"
+    # size_curve reads every regime's recipe (it writes only that it is off unless size_curve.run).
+    rerun = {"finetune@scratch", "race", "size_curve", "evaluate", "report"}
+    assert ran(output) == rerun, "one regime's grid re-runs that regime and what reads its results"
     assert decisions(project)["small_similar"] == "promote"
     assert champion(project, "small_similar") == 2
     subprocess.run(["dvc", "push"], cwd=project, check=True, env=project_env(), capture_output=True)
