@@ -146,36 +146,55 @@ def stats_of(mean: float):
     return Stats(mean=mean, std=0.0, n=1)
 
 
-def test_the_check_scores_winner_within_one_std_and_rank_correlation():
-    """Catches: 'within one std' measured against the wrong regime's spread, a gap of the wrong sign, or
-    a rank correlation over the wrong stages."""
+def test_the_check_scores_exact_hits_regret_and_rank_correlation():
+    """Catches: a hit that counts a pick outside the tied set, a regret of the wrong sign or against the
+    leader instead of the recommended regime, the a-priori pick scored as the bank's, or a rank
+    correlation over the wrong stages."""
     from transferlab.core.artifacts import Advice
 
-    advice = Advice.model_validate(
-        {
-            "dataset": "small_similar",
-            "classes": 2,
-            "images_per_class": 5.0,
-            "images_scored": 10,
-            "recommendation": {"regime": "freeze_all", "cut_at": None, "reason": "r"},
-            "course_note": "freeze_all",
-            "stages": {s: {"logme": v, "logme_random": 0.0, "pad": 0.0} for s, v in zip(STAGES, [0.1, 0.2, 0.3, 0.4])},
-        }
-    )
-    near = check(advice, comparison_entry({"freeze_all": 0.70, "finetune_all": 0.71}), None)
+    def advice(pick: str, a_priori: str) -> Advice:
+        return Advice.model_validate(
+            {
+                "dataset": "small_similar",
+                "classes": 2,
+                "images_per_class": 5.0,
+                "images_scored": 10,
+                "recommendation": {"regime": pick, "cut_at": None, "reason": "r"},
+                "a_priori": {"regime": a_priori, "cut_at": None, "reason": "r"},
+                "course_note": "freeze_all",
+                "stages": {
+                    s: {
+                        "logme": v,
+                        "logme_random": 0.0,
+                        "knn": 0.5,
+                        "knn_random": 0.5,
+                        "probe": 0.5,
+                        "probe_random": 0.5,
+                        "pad": 0.0,
+                    }
+                    for s, v in zip(STAGES, [0.1, 0.2, 0.3, 0.4])
+                },
+            }
+        )
+
+    entry = comparison_entry({"freeze_all": 0.70, "finetune_all": 0.71, "scratch": 0.50})
+    entry.verdict.tied, entry.verdict.recommended = ["finetune_all", "freeze_all"], "freeze_all"
+    near = check(advice("finetune_all", "scratch"), entry, None)
     assert near == {
-        "pick": "freeze_all",
-        "winner": "finetune_all",
-        "is_winner": False,
-        "gap_val": pytest.approx(0.01),
-        "within_one_std": True,
+        "pick": "finetune_all",
+        "winner": "freeze_all",
+        "tied": ["finetune_all", "freeze_all"],
+        "hit": True,
+        "regret": pytest.approx(-0.01),
+        "a_priori": "scratch",
+        "a_priori_hit": False,
+        "a_priori_regret": pytest.approx(0.20),
     }
-    far = check(advice, comparison_entry({"freeze_all": 0.60, "finetune_all": 0.71}), None)
-    assert far["within_one_std"] is False and far["gap_val"] == pytest.approx(0.11)
     sweep = {s: {"val": stats_of(m)} for s, m in zip(STAGES, [0.3, 0.4, 0.5, 0.6])}
-    assert check(advice, comparison_entry({"freeze_all": 0.7}), sweep)["spearman_cut_sweep"] == pytest.approx(1.0)
+    pick = advice("freeze_all", "freeze_all")
+    assert check(pick, comparison_entry({"freeze_all": 0.7}), sweep)["spearman_cut_sweep"] == pytest.approx(1.0)
     reversed_sweep = {s: {"val": stats_of(m)} for s, m in zip(STAGES, [0.6, 0.5, 0.4, 0.3])}
-    assert check(advice, comparison_entry({"freeze_all": 0.7}), reversed_sweep)["spearman_cut_sweep"] == pytest.approx(
+    assert check(pick, comparison_entry({"freeze_all": 0.7}), reversed_sweep)["spearman_cut_sweep"] == pytest.approx(
         -1.0
     )
     assert spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None
@@ -230,3 +249,23 @@ def test_advise_names_the_missing_dataset(advisable, monkeypatch):
     shutil.rmtree(advisable / "data/raw/small_similar")
     code, stderr = run_stage_here(advisable, "advise", ["dataset=small_similar"], monkeypatch)
     assert code == 2 and "small_similar/card.json not found: run `dvc repro download` first" in stderr, stderr
+
+
+def test_advise_refuses_a_missing_bank_or_one_scored_on_other_stages(advisable, monkeypatch):
+    """Catches: a case bank that is missing, or was scored at another network's stages (its distances
+    would then compare unlike numbers), reaching the forward pass instead of stopping with one line."""
+    from transferlab.core.artifacts import CaseBank
+
+    bank = advisable / "cases/bank.csv"
+    cases = CaseBank.load(bank).cases
+    renamed = [
+        c.model_copy(update={"stages": {f"block{i}": v for i, v in enumerate(c.stages.values())}}) for c in cases
+    ]
+    CaseBank(cases=renamed).save(bank)
+    code, stderr = run_stage_here(advisable, "advise", [], monkeypatch)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "were scored at other stages than this network's ['stem', 'stage1', 'stage2', 'stage3']" in stderr
+    bank.unlink()
+    code, stderr = run_stage_here(advisable, "advise", [], monkeypatch)
+    assert code == 2 and "cases/bank.csv not found: build it with `python tools/case_bank.py`" in stderr, stderr
+    assert not (advisable / "mlflow.db").exists()

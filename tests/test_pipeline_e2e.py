@@ -167,7 +167,8 @@ def test_report_states_the_call_for_every_quadrant(pipeline_project):
 def test_the_size_curve_trains_nested_subsets_at_the_recipe_searched_nearest_in_size(pipeline_project):
     """Catches: a size curve that trains every size on the full split, reruns (or misreads) the comparison's own
     full-split runs, uses a recipe nobody searched at that size's nearest quadrant, trains a frozen regime on
-    features of the wrong rows, leaves its runs untagged in MLflow, or a report that does not show it."""
+    features of the wrong rows, drops the per-image validation results a paired call at each size needs, leaves
+    its runs untagged in MLflow, or a report that does not show it."""
     from transferlab.core.artifacts import SizeCurveResults
 
     curve = SizeCurveResults.load(pipeline_project / "models/size_curve/results.json")
@@ -183,6 +184,8 @@ def test_the_size_curve_trains_nested_subsets_at_the_recipe_searched_nearest_in_
             s: r.val_acc for s, r in full.seeds.items()
         }
         searched = results_of(pipeline_project, regime).at(int(BUDGET), "small_different").search
+        n_val = len(next(iter(full.seeds.values())).val_correct or "")
+        assert n_val and all(len(r.val_correct or "") == n_val for p in points for r in p.seeds.values())
         for point in points[:-1]:
             assert not point.from_comparison and sorted(map(int, point.seeds)) == SEEDS
             assert searched is not None and (point.lr, point.variant) == (searched.lr, searched.variant)
@@ -220,6 +223,7 @@ def would_run(project) -> set[str]:
         ({"pretrain.lr": 0.002}, {"pretrain"}),
         ({"augment.copies": 2}, {"augment"}),
         ({"advise.max_images": 32}, {"advise"}),
+        ({"advise.bank": None}, {"advise"}),
     ],
 )
 def test_a_params_change_reruns_exactly_the_stages_that_read_it(pipeline_copy, change, expected):
@@ -240,6 +244,7 @@ def test_a_params_change_reruns_exactly_the_stages_that_read_it(pipeline_copy, c
             {"finetune@finetune_all", "race", "size_curve"},
         ),
         ("conf/augment/default.yaml", "p: 0.5", "p: 0.4", {"augment"}),
+        ("cases/bank.csv", "\n", "\n\n", {"advise"}),
         (
             "src/transferlab/analysis/verdict.py",
             '"""The comparison',
@@ -382,7 +387,10 @@ def test_the_advisor_scores_every_stage_and_is_checked_against_the_measurement(p
     for quadrant in QUADRANTS:
         advice = json.loads((pipeline_copy / "reports/advice" / f"{quadrant}.json").read_text())
         assert list(advice["stages"]) == ["stem", "stage1", "stage2", "stage3"]
-        assert all(set(v) == {"logme", "logme_random", "pad"} for v in advice["stages"].values())
+        assert all(
+            set(v) == {"logme", "logme_random", "knn", "knn_random", "probe", "probe_random", "pad"}
+            for v in advice["stages"].values()
+        )
         rule = advice["recommendation"]
         assert rule["regime"] in REGIMES and rule["reason"]
         assert (rule["cut_at"] is not None) == (rule["regime"] == "truncate_freeze")
@@ -457,3 +465,38 @@ def test_poisoned_test_labels_change_no_choice(pipeline_project, pipeline_copy):
         q: (e.verdict.call, e.verdict.tied, e.verdict.recommended, e.verdict.chosen_seed)
         for q, e in comparison_of(pipeline_project).items()
     }
+
+
+@pytest.mark.e2e
+def test_a_finished_run_becomes_cases_of_the_bank(pipeline_copy, tmp_path):
+    """tools/case_bank.py on the tiny pipeline (its size curve on large_different at 3 and 6 per class).
+    Catches: a case whose measured numbers are not the comparison's, a size-curve case scored on other
+    images than it trained on (its probes must differ from the full split's, and a full case's must be
+    the advise stage's own), a bank row that does not load, and another experiment's rows lost."""
+    from transferlab.core.artifacts import Case, CaseBank, Comparison
+
+    bank = tmp_path / "bank.csv"
+    kept = Case.model_validate(
+        {**CaseBank.load(pipeline_copy / "cases/bank.csv").cases[0].model_dump(), "scenario": "other", "case": "o/x"}
+    )
+    CaseBank(cases=[kept]).save(bank)
+    run(pipeline_copy, "python", "tools/case_bank.py", str(pipeline_copy), "--real", "different", "--bank", str(bank))
+    cases = {c.case: c for c in CaseBank.load(bank).cases}
+    name = TINY_PARAMS["experiment.name"]
+    assert set(cases) == {
+        "o/x",
+        *(f"{name}/{q}/full" for q in QUADRANTS),
+        *(f"{name}/large_different/n={n}" for n in (3, 6)),
+    }
+    comparison = Comparison.load(pipeline_copy / "reports/evaluate/comparison.json")
+    for quadrant in QUADRANTS:
+        full = cases[f"{name}/{quadrant}/full"]
+        verdict = comparison[quadrant].verdict
+        assert full.recommended == verdict.recommended and full.tied == verdict.tied
+        assert full.val == {r: s.val.mean for r, s in comparison[quadrant].regimes.items()}
+        assert full.real == quadrant.endswith("different") and full.similar == quadrant.endswith("similar")
+        advised = json.loads((pipeline_copy / "reports/advice" / f"{quadrant}.json").read_text())
+        assert {s: v.model_dump() for s, v in full.stages.items()} == advised["stages"]
+    small = cases[f"{name}/large_different/n=3"]
+    assert small.images_per_class == 3 and small.recommended in small.tied
+    assert small.stages != cases[f"{name}/large_different/full"].stages

@@ -33,3 +33,10 @@ def test_readme_pipeline_table_names_every_dvc_stage_and_its_module():
         module = (stage["do"] if "foreach" in stage else stage)["cmd"].split("-m ")[1].split()[0]
         assert rows[shown] == "src/" + module.replace(".", "/") + ".py", (shown, rows[shown])
         assert (REPO / rows[shown]).is_file()
+
+
+def test_advisor_doc_is_what_the_case_bank_gives():
+    """Catches: docs/advisor.md's scores or case table edited by hand, or left stale after the bank
+    (cases/bank.csv) or the advisor's scoring changed. Fix with `python tools/advisor_doc.py`."""
+    done = subprocess.run([sys.executable, str(REPO / "tools/advisor_doc.py"), "--check"], cwd=REPO)
+    assert done.returncode == 0, "docs/advisor.md differs from what cases/bank.csv gives: run tools/advisor_doc.py"

@@ -2,10 +2,13 @@
 
 From one forward pass of the frozen pretrained network (and one of the same architecture with random
 weights) over the target's training images (at most `advise.max_images`), for every named stage:
-LogME of the pooled features (transferability), and the proxy A-distance to the source's validation
-images (similarity); then the a-priori rule of transferlab.analysis.advice picks a regime and a cut
-point, with the numbers behind it and a sentence of reasoning. The report sets the advice beside
-the measured winner and the course note's rule.
+LogME, leave-one-out 5-NN accuracy and a 3-fold linear probe of the pooled features, the same three
+on the random features, and the proxy A-distance to the source's validation images (similarity).
+Then the measured cases nearest to it in cases/bank.csv (`advise.bank`; those of this same
+experiment left out) pick the regime, with its expected regret and hit rate on them
+(transferlab.analysis.advice); the a-priori LogME rule's pick is kept beside it as a baseline.
+reports/advice/scores.json scores every rule on the whole bank, held out case by case. The report
+sets the advice beside the measured winner and the course note's rule.
 
 `dvc repro` advises on every quadrant (reports/advice/<quadrant>.json); by hand, on any prepared
 dataset: `python -m transferlab.advise dataset=<name>` (a folder of data/raw/, e.g. one an experiment
@@ -18,7 +21,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from transferlab.core.artifacts import Advice, DatasetCard, PretrainMeta
+from transferlab.core.artifacts import Advice, Case, CaseBank, DatasetCard, PretrainMeta
 from transferlab.core.config import as_dict, load_config
 from transferlab.core.errors import ConfigError
 from transferlab.core.names import COURSE_NOTE, QUADRANTS
@@ -51,12 +54,6 @@ def check_stages(meta_file: Path) -> None:
         )
 
 
-def stratified_first(labels, per_class: int):
-    import numpy as np
-
-    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]))
-
-
 def features(backbone, images, labels, stages: list[str]):
     from transferlab.data.arrays import ImageArrayDataset
     from transferlab.training.feature_cache import pooled_features
@@ -65,20 +62,17 @@ def features(backbone, images, labels, stages: list[str]):
     return {stage: value.numpy() for stage, value in found.items()}
 
 
-def advise_one(cfg, dataset: str, pretrained, random, source_features: dict) -> Advice:
-    """The advice for one prepared dataset (deterministic: the same inputs give the same numbers)."""
+def probe_scores(pretrained, random, images, labels, source_features: dict, max_images: int):
+    """{stage: StageScores} on at most ``max_images`` of ``images`` (the first of each class), and how many
+    were scored (deterministic: the same inputs give the same numbers)."""
     import numpy as np
 
-    from transferlab.analysis.advice import recommend
-    from transferlab.analysis.transferability import LogME, proxy_a_distance
+    from transferlab.analysis.transferability import LogME, knn_accuracy, linear_probe_accuracy, proxy_a_distance
     from transferlab.core.artifacts import StageScores
-    from transferlab.data.arrays import load_split
+    from transferlab.data.arrays import first_per_class
 
-    where = ProjectPaths.of(cfg)
-    images, labels = load_split(where.raw_dataset(dataset), "train")
-    classes = len(DatasetCard.load(where.card(dataset)).classes)
-    counts = np.bincount(labels, minlength=classes)
-    keep = stratified_first(labels, max(2, min(int(counts.min()), cfg.advise.max_images // classes)))
+    counts = np.bincount(labels)
+    keep = first_per_class(labels, max(2, min(int(counts.min()), max_images // len(counts))))
     x, y = np.asarray(images[keep]), labels[keep]
     stages = pretrained.stage_names
     trained, untrained = features(pretrained, x, y, stages), features(random, x, y, stages)
@@ -86,30 +80,51 @@ def advise_one(cfg, dataset: str, pretrained, random, source_features: dict) -> 
         stage: StageScores(
             logme=round(LogME().fit(trained[stage], y), 6),
             logme_random=round(LogME().fit(untrained[stage], y), 6),
+            knn=round(knn_accuracy(trained[stage], y), 6),
+            knn_random=round(knn_accuracy(untrained[stage], y), 6),
+            probe=round(linear_probe_accuracy(trained[stage], y), 6),
+            probe_random=round(linear_probe_accuracy(untrained[stage], y), 6),
             pad=round(proxy_a_distance(source_features[stage], trained[stage], seed=0), 6),
         )
         for stage in stages
     }
-    per_class = float(np.mean(counts))
-    rule = recommend(
+    return scores, int(len(y))
+
+
+def advise_one(cfg, dataset: str, pretrained, random, source_features: dict, bank: list[Case]) -> Advice:
+    """The advice for one prepared dataset: the bank's pick (when ``bank`` has cases) and the a-priori rule's."""
+    import numpy as np
+
+    from transferlab.analysis.advice import bank_pick, recommend
+    from transferlab.data.arrays import load_split
+
+    where = ProjectPaths.of(cfg)
+    images, labels = load_split(where.raw_dataset(dataset), "train")
+    classes = len(DatasetCard.load(where.card(dataset)).classes)
+    scores, scored = probe_scores(pretrained, random, images, labels, source_features, cfg.advise.max_images)
+    per_class = float(np.mean(np.bincount(labels, minlength=classes)))
+    a_priori = recommend(
         per_class,
-        stages,
+        list(scores),
         {s: v.logme for s, v in scores.items()},
         {s: v.logme_random for s, v in scores.items()},
         cfg.advise.small_per_class,
     )
+    pick, from_bank = bank_pick(scores, classes, per_class, bank) if bank else (a_priori, None)
     return Advice(
         dataset=dataset,
         classes=classes,
         images_per_class=round(per_class, 3),
-        images_scored=int(len(y)),
+        images_scored=scored,
         stages=scores,
-        recommendation=rule,
+        recommendation=pick,
+        a_priori=a_priori,
+        bank=from_bank,
         course_note=COURSE_NOTE.get(dataset),
     )
 
 
-def advise(cfg, datasets: list[str], parent: str | None) -> dict[str, Advice]:
+def advise(cfg, datasets: list[str], parent: str | None, bank: list[Case]) -> dict[str, Advice]:
     import numpy as np
     import torch
 
@@ -129,7 +144,7 @@ def advise(cfg, datasets: list[str], parent: str | None) -> dict[str, Advice]:
     found = {}
     for dataset in datasets:
         begun = time.perf_counter()
-        advice = advise_one(cfg, dataset, pretrained.eval(), random.eval(), source_features)
+        advice = advise_one(cfg, dataset, pretrained.eval(), random.eval(), source_features, bank)
         seconds = time.perf_counter() - begun + shared / len(datasets)
         found[dataset] = advice
         rule = advice.recommendation
@@ -141,6 +156,8 @@ def advise(cfg, datasets: list[str], parent: str | None) -> dict[str, Advice]:
             "dvc.stage": "advise",
             **({"cut_at": rule.cut_at} if rule.cut_at else {}),
             "mlflow.note.content": rule.reason,
+            "a_priori_regime": advice.a_priori.regime,
+            **({"unlike_bank": str(advice.bank.unlike_bank).lower()} if advice.bank else {}),
             **runs.data_tags(cfg, dataset),
         }
         run_id = runs.start_run(
@@ -152,11 +169,15 @@ def advise(cfg, datasets: list[str], parent: str | None) -> dict[str, Advice]:
                 "max_images": cfg.advise.max_images,
                 "small_per_class": cfg.advise.small_per_class,
                 "images_scored": advice.images_scored,
+                "bank": cfg.advise.bank,
+                "bank_cases": advice.bank.bank_cases if advice.bank else 0,
             },
             parent,
             cfg.seed,
         )
         metrics = {"images_per_class": advice.images_per_class, "seconds": seconds}
+        if advice.bank:
+            metrics.update(expected_regret=advice.bank.expected_regret, bank_hit_rate=advice.bank.hit_rate)
         for stage, values in advice.stages.items():
             metrics.update({f"{name}/{stage}": value for name, value in values.model_dump().items()})
         runs.log_metrics(run_id, metrics)
@@ -168,6 +189,22 @@ def advise(cfg, datasets: list[str], parent: str | None) -> dict[str, Advice]:
     return found
 
 
+def load_bank(cfg, stages: list[str]) -> tuple[list[Case], list[Case]]:
+    """(every case of ``advise.bank``, those the advice may draw on: not this experiment's own); one
+    line when the file is missing, malformed, or scored at other stages than this network's."""
+    if cfg.advise.bank is None:
+        return [], []
+    path = ProjectPaths.of(cfg).case_bank(cfg.advise.bank)
+    cases = CaseBank.load(path).cases
+    wrong = sorted({c.case for c in cases if list(c.stages) != stages})
+    if wrong:
+        raise ConfigError(
+            f"advise.bank={cfg.advise.bank}: cases {wrong[:3]} were scored at other stages than this "
+            f"network's {stages}; set advise.bank=null, or build a bank for this model (cases/README.md)"
+        )
+    return cases, [c for c in cases if c.scenario != cfg.experiment.name]
+
+
 def main(argv: list[str]) -> None:
     cfg = load_config("advise", argv)
     where = ProjectPaths.of(cfg)
@@ -177,18 +214,22 @@ def main(argv: list[str]) -> None:
     check_stages(where.pretrain_meta)
     for dataset in datasets:
         check_advisable(where.card(dataset))
+    every_case, bank = load_bank(cfg, PretrainMeta.load(where.pretrain_meta).stages)
     with prepared("advise", inputs, [where.advice], check_store):
         with heavy_imports():
+            from transferlab.analysis.advice import score_rules
             from transferlab.core.files import staged_dir
             from transferlab.tracking.runs import open_pipeline
         parent = open_pipeline(cfg).run_id
-        found = advise(cfg, datasets, parent)
+        found = advise(cfg, datasets, parent, bank)
         if cfg.args.get("dataset"):  # one dataset by hand: its file only, the pipeline's others stay
             found[datasets[0]].save(where.advice_file(datasets[0]))
             return
         with staged_dir(where.advice) as staging:
             for dataset, advice in found.items():
                 advice.save(staging / f"{dataset}.json")
+            if every_case:
+                score_rules(every_case, cfg.advise.small_per_class).save(staging / where.advice_scores.name)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from transferlab.core.artifacts import (
     Advice,
+    AdviceScores,
     Comparison,
     CutSweepResults,
     MetricsFile,
     PretrainMeta,
     RegimeTestMetrics,
+    RuleScore,
     SizeCurveResults,
     Stats,
 )
@@ -82,7 +84,8 @@ def metrics_json(comparison: Comparison, checked: dict | None = None) -> Metrics
         }
     if checked:  # last: the headline stays in front for `dvc exp show`
         out.advisor = {
-            "hits": sum(r["is_winner"] or r["within_one_std"] for r in checked.values()),
+            "hits": sum(r["hit"] for r in checked.values()),
+            "mean_regret": _mean_regret(checked),
             **{
                 f"spearman_{q}": r["spearman_cut_sweep"]
                 for q, r in checked.items()
@@ -108,6 +111,11 @@ def cut_sweep_table(results: CutSweepResults) -> CutTable:
     return table
 
 
+def _mean_regret(checked: dict) -> float:
+    regrets = [r["regret"] for r in checked.values() if r["regret"] is not None]
+    return round(sum(regrets) / len(regrets), 6) if regrets else 0.0
+
+
 def advisor_check(advice: dict[str, Advice], comparison: Comparison, sweep: CutTable) -> dict:
     """Per quadrant, the advice against the measurement (transferlab.analysis.advice.check)."""
     from transferlab.analysis.advice import check
@@ -115,32 +123,47 @@ def advisor_check(advice: dict[str, Advice], comparison: Comparison, sweep: CutT
     return {q: check(advice[q], comparison[q], sweep.get(q)) for q in comparison.quadrants if q in advice}
 
 
-def advisor_markdown(advice: dict[str, Advice], checked: dict) -> list[str]:
+def advisor_markdown(advice: dict[str, Advice], checked: dict, scores: AdviceScores | None = None) -> list[str]:
     if not checked:
         return []
+    banked = any(a.bank for a in advice.values())
     lines = [
         "",
         "## The advisor, checked against the measurement",
         "",
-        "Before any training, `advise` scored the pretrained network's features at every stage on each target "
-        "(LogME; a rule stated a priori, see `src/transferlab/analysis/advice.py`) and picked a regime. "
-        "Here is its pick beside the measured winner (validation accuracy, the criterion).",
+        "Before any training, `advise` scored the pretrained network's features (and random ones) at every "
+        "stage on each target: LogME, a leave-one-out 5-NN and a linear probe "
+        + (
+            "(`src/transferlab/analysis/advice.py`); the measured cases of `cases/bank.csv` nearest to the "
+            "target picked a regime, with the regret they expect (this experiment's own cases left out). "
+            if banked
+            else "(`src/transferlab/analysis/advice.py`); with no case bank (`advise.bank: null`), the a-priori "
+            "LogME rule picked a regime. "
+        )
+        + "A **hit** is a pick that is the recommended regime or in the tied set; the **regret** is the "
+        "recommended regime's validation accuracy minus the pick's.",
         "",
-        "| quadrant | advice | measured winner | pick's validation gap | within 1 std | why |",
-        "|---|---|---|---|---|---|",
+        "| quadrant | advice | expected regret (hit rate) on its nearest cases | measured: recommended (tied) "
+        "| hit | regret | a-priori LogME rule: pick, hit, regret |",
+        "|---|---|---|---|---|---|---|",
     ]
     for quadrant, result in checked.items():
-        rule = advice[quadrant].recommendation
+        found = advice[quadrant]
+        rule = found.recommendation
         pick = rule.regime + (f" at `{rule.cut_at}`" if rule.cut_at else "")
-        gap = "-" if result["gap_val"] is None else f"{result['gap_val']:.3f}"
-        within = "yes" if result["is_winner"] or result["within_one_std"] else "no"
-        lines.append(f"| {quadrant} | {pick} | {result['winner']} | {gap} | {within} | {rule.reason} |")
-    hits = sum(r["is_winner"] or r["within_one_std"] for r in checked.values())
-    lines += [
-        "",
-        f"- The pick is the winner or within one standard deviation of it on **{hits} of {len(checked)}** "
-        f"quadrants (goal: 3 of 4).",
-    ]
+        expected = "-"
+        if found.bank:
+            expected = f"{found.bank.expected_regret:.3f} ({found.bank.hit_rate:.2f})"
+            expected += ", unlike any case in the bank" if found.bank.unlike_bank else ""
+        regret = "-" if result["regret"] is None else f"{result['regret']:.3f}"
+        a_regret = "-" if result["a_priori_regret"] is None else f"{result['a_priori_regret']:.3f}"
+        lines.append(
+            f"| {quadrant} | {pick} | {expected} | {result['winner']} ({', '.join(result['tied'])}) "
+            f"| {'yes' if result['hit'] else 'no'} | {regret} | {result['a_priori']}, "
+            f"{'yes' if result['a_priori_hit'] else 'no'}, {a_regret} |"
+        )
+    hits = sum(r["hit"] for r in checked.values())
+    lines += ["", f"- The pick is a hit on **{hits} of {len(checked)}** quadrants here."]
     for quadrant, result in checked.items():
         if "spearman_cut_sweep" in result:
             rho = result["spearman_cut_sweep"]
@@ -149,11 +172,68 @@ def advisor_markdown(advice: dict[str, Advice], checked: dict) -> list[str]:
                 f"- {quadrant}: Spearman rank correlation between LogME per stage and the cut sweep's "
                 f"validation accuracy: **{shown}** (goal: 0.8)."
             )
+    lines += bank_scores_markdown(scores)
     lines.append(
         "- The advisor's time against the comparison's is measured in BENCHMARKS.md (wall times are kept out "
         "of this report, a DVC output that must not change when nothing else does)."
     )
     return lines
+
+
+def bank_scores_markdown(scores: AdviceScores | None) -> list[str]:
+    """Every rule on the whole case bank, the bank's own pick held out (reports/advice/scores.json)."""
+    if scores is None:
+        return []
+    lines = [
+        "",
+        f"Every rule on the case bank ({scores.bank_cases} measured cases, {scores.real_cases} of them on real "
+        "images; `cases/README.md`). The bank's pick is scored with the case held out, and, stricter, with "
+        "every case of its target (all sizes) held out. Goal on the real cases: hit rate >= 0.75 and mean "
+        "regret <= 0.02, better than every baseline.",
+        "",
+        "| rule | all cases: hit rate | mean regret | worst regret | real cases: hit rate | mean regret "
+        "| worst regret |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rule, on_all in scores.scores["all"].items():
+        real = scores.scores["real"].get(rule)
+        cells = [
+            f"{on_all.hit_rate:.2f} ({on_all.hits}/{on_all.cases})",
+            f"{on_all.mean_regret:.3f}",
+            f"{on_all.worst_regret:.3f}",
+        ]
+        if real and real.cases:
+            cells += [
+                f"{real.hit_rate:.2f} ({real.hits}/{real.cases})",
+                f"{real.mean_regret:.3f}",
+                f"{real.worst_regret:.3f}",
+            ]
+        else:
+            cells += ["-", "-", "-"]
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+    lines += ["", goal_sentence(scores)]
+    return lines
+
+
+def _better(a: RuleScore, b: RuleScore) -> bool:
+    """``a`` beats ``b``: no lower hit rate and no higher mean regret, and strictly better on one."""
+    no_worse = a.hit_rate >= b.hit_rate and a.mean_regret <= b.mean_regret
+    return no_worse and (a.hit_rate > b.hit_rate or a.mean_regret < b.mean_regret)
+
+
+def goal_sentence(scores: AdviceScores) -> str:
+    real = scores.scores["real"]
+    strict = real.get("bank, leave its target out")
+    if not scores.real_cases or strict is None:
+        return "- No real cases in the bank: the goal cannot be judged."
+    baselines = {r: s for r, s in real.items() if not r.startswith("bank")}
+    beaten = [r for r, s in baselines.items() if _better(strict, s)]
+    met = strict.hit_rate >= 0.75 and strict.mean_regret <= 0.02 and len(beaten) == len(baselines)
+    return (
+        f"- On the real cases, the bank's pick with its target held out hits {strict.hit_rate:.2f} with mean "
+        f"regret {strict.mean_regret:.3f}; it beats {len(beaten)} of {len(baselines)} baselines "
+        f"({', '.join(beaten) or 'none'}): the goal is **{'met' if met else 'not met'}**."
+    )
 
 
 def _cell(s: Stats) -> str:
@@ -247,6 +327,7 @@ def summary_markdown(
     checked: dict | None = None,
     source: PretrainMeta | None = None,
     size: SizeCurveResults | None = None,
+    scores: AdviceScores | None = None,
 ) -> str:
     from transferlab.analysis.verdict import sentence
     from transferlab.core.names import COURSE_NOTE
@@ -384,7 +465,7 @@ def summary_markdown(
         lines += ["", f"![cut-point sweep]({FIGURES}/cut_sweep.png)"]
     if size is not None:
         lines += size_curve_markdown(cfg, size)
-    lines += advisor_markdown(advice or {}, checked or {})
+    lines += advisor_markdown(advice or {}, checked or {}, scores)
     lines += [
         "",
         "Confusion matrices of the recommended regimes: "
@@ -632,7 +713,8 @@ def log_verdict(
             metrics[f"budget_{steps}/{quadrant}/recommended"] = REGIMES.index(entry.verdict.recommended) + 1
             metrics[f"budget_{steps}/{quadrant}/clear"] = int(entry.verdict.call == "clear")
     if checked:
-        metrics["advisor/hits"] = sum(r["is_winner"] or r["within_one_std"] for r in checked.values())
+        metrics["advisor/hits"] = sum(r["hit"] for r in checked.values())
+        metrics["advisor/mean_regret"] = _mean_regret(checked)
         metrics.update(
             {
                 f"advisor/spearman_{q}": r["spearman_cut_sweep"]
@@ -701,7 +783,8 @@ def main(argv: list[str]) -> None:
         checked = advisor_check(advice, comparison, sweep)
         source = PretrainMeta.load(where.pretrain_meta) if where.pretrain_meta.is_file() else None
         size = SizeCurveResults.load(where.size_curve_results)
-        summary = summary_markdown(cfg, comparison, sweep, cuts, advice, checked, source, size)
+        scores = AdviceScores.load(where.advice_scores) if where.advice_scores.is_file() else None
+        summary = summary_markdown(cfg, comparison, sweep, cuts, advice, checked, source, size, scores)
         with staged_dir(where.figures) as staging:
             figures.heatmap(comparison, regimes_run(comparison), staging / "regime_matrix.png")
             if sweep:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.core.artifacts import Comparison, Stats
-from transferlab.core.names import COURSE_NOTE
+from transferlab.core.names import COURSE_NOTE, REGIMES
 
 PNG = {"Software": None}
 
@@ -117,7 +117,7 @@ def size_curve(curves: dict, crossings: dict, chance: dict[str, float], path: Pa
     plt = _pyplot()
     quadrants = list(curves)
     fig, axes = plt.subplots(1, len(quadrants), figsize=(5.2 * len(quadrants), 4.2), squeeze=False)
-    colours = {r: f"C{i}" for i, r in enumerate(("freeze_all", "truncate_freeze", "finetune_all", "scratch"))}
+    colours = {r: f"C{i}" for i, r in enumerate(REGIMES)}
     for ax, quadrant in zip(axes[0], quadrants):
         for regime, points in curves[quadrant].items():
             sizes = [p.per_class for p in points]

@@ -11,8 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transferlab.analysis.verdict import stats
-from transferlab.core.artifacts import SizeCurveResults, Stats
+from transferlab.analysis.verdict import quadrant_verdict, regime_summary, stats
+from transferlab.core.artifacts import (
+    CellRecord,
+    Comparison,
+    QuadrantComparison,
+    QuadrantSeeds,
+    SizeCurveResults,
+    Stats,
+)
 from transferlab.core.names import QUADRANTS, REGIMES
 
 
@@ -73,6 +80,39 @@ def curves(results: SizeCurveResults) -> dict[str, Curve]:
                 for p in by_regime[regime]
             ]
     return table
+
+
+def _best_seed(seeds: dict[str, CellRecord]) -> int:
+    return int(max(seeds, key=lambda s: (seeds[s].val_acc, -int(s))))
+
+
+def size_verdicts(results: SizeCurveResults, comparison: Comparison) -> dict[str, dict[int, QuadrantComparison]]:
+    """{quadrant: {per_class: the call at that size}} for the subsets (not the full split, which is the
+    comparison's own), made as the comparison makes its call: the same paired bootstrap and level. A
+    tie goes to the cheaper by the full split's counted cost (the order of the regimes' costs does not
+    change with the number of images)."""
+    out: dict[str, dict[int, QuadrantComparison]] = {}
+    for quadrant, by_regime in results.quadrants.items():
+        full = comparison[quadrant]
+        sizes = sorted({p.per_class for points in by_regime.values() for p in points if not p.from_comparison})
+        out[quadrant] = {}
+        for size in sizes:
+            points = {r: next(p for p in by_regime[r] if p.per_class == size) for r in REGIMES if r in by_regime}
+            seeds = {
+                r: QuadrantSeeds(
+                    chosen_seed=_best_seed(p.seeds),
+                    seeds=p.seeds,
+                    lr=p.lr,
+                    variant=p.variant,
+                    cost=full.regimes[r].cost,
+                )
+                for r, p in points.items()
+            }
+            summaries = {r: regime_summary(found, level=full.verdict.level) for r, found in seeds.items()}
+            records = {r: found.seeds for r, found in seeds.items()}
+            verdict = quadrant_verdict(quadrant, summaries, records, full.verdict.level, full.verdict.call_level)
+            out[quadrant][size] = QuadrantComparison(regimes=summaries, verdict=verdict)
+    return out
 
 
 def crossovers(curve: Curve) -> list[Crossover]:

@@ -9,6 +9,12 @@
   fixed-point iterations as arrays.
 - ``proxy_a_distance`` (Ben-David et al., 2007): train a classifier to tell source features from target
   features; PAD = 2 (1 - 2 err) with err its held-out error. 0: indistinguishable, 2: fully separable.
+- ``knn_accuracy``: leave-one-out k-nearest-neighbour accuracy on cosine similarity. A plain k-NN on
+  frozen features was the strongest of 24 transferability estimators over 42,000 experiments
+  (Sorkhei et al., 2025, "k-NN as a Simple and Effective Estimator of Transferability").
+- ``linear_probe_accuracy``: stratified cross-validated accuracy of a logistic regression on the
+  standardised features: what a head trained on frozen features (freeze_all, truncate_freeze) can
+  reach, measured directly rather than inferred.
 
 Plain NumPy and scikit-learn (installed with MLflow); small, scikit-learn-like objects (``fit``).
 """
@@ -82,3 +88,36 @@ def proxy_a_distance(source: np.ndarray, target: np.ndarray, seed: int = 0) -> f
     classifier = LogisticRegression(max_iter=1000, C=1.0).fit(scaler.transform(x[:half]), y[:half])
     error = 1.0 - classifier.score(scaler.transform(x[half:]), y[half:])
     return float(2.0 * (1.0 - 2.0 * min(error, 0.5)))
+
+
+def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    """Leave-one-out accuracy of a k-NN vote on cosine similarity (a tied vote goes to the nearer class)."""
+    f = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels)
+    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    similarity = f @ f.T
+    np.fill_diagonal(similarity, -np.inf)  # leave each image out of its own vote
+    k = min(k, len(f) - 1)
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]  # (N, k), nearest first
+    classes, index = np.unique(labels, return_inverse=True)
+    votes = np.zeros((len(f), len(classes)))
+    weights = 1.0 + 1e-6 * np.arange(k, 0, -1)  # equal votes, the nearer neighbour breaking a tie
+    np.add.at(votes, (np.repeat(np.arange(len(f)), k), index[nearest].ravel()), np.tile(weights, len(f)))
+    return float(np.mean(classes[votes.argmax(axis=1)] == labels))
+
+
+def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 3, seed: int = 0) -> float:
+    """Mean held-out accuracy of a linear classifier on the standardised features, over stratified folds.
+
+    A ridge (least-squares one-vs-rest) classifier rather than a logistic regression: on 1,000 images of
+    128 features it took 0.1 s against lbfgs's 1.9 s, and the advisor fits 8 per target."""
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.asarray(labels)
+    folds = max(2, min(folds, int(np.bincount(np.unique(labels, return_inverse=True)[1]).min())))
+    probe = make_pipeline(StandardScaler(), RidgeClassifier(alpha=1.0))
+    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(probe, np.asarray(features, dtype=np.float64), labels, cv=split).mean())

@@ -16,6 +16,8 @@ of the file rather than written as null, as the stages always wrote them.
 | models/size_curve/results.json | ``SizeCurveResults`` | size_curve | report |
 | reports/evaluate/comparison.json | ``Comparison`` | evaluate | report |
 | reports/advice/<d>.json | ``Advice`` | advise | report |
+| reports/advice/scores.json | ``AdviceScores`` | advise | report |
+| cases/bank.csv | ``CaseBank`` | tools/case_bank.py | advise |
 | reports/metrics.json | ``MetricsFile`` | report | retrain, dvc |
 | .transferlab/registry/<q>.json | ``RegistryDecision`` | evaluate | retrain |
 | .transferlab/state/.../result.json | ``CellResult`` | the cell runner | the cell runner (resume) |
@@ -417,8 +419,16 @@ class Comparison(Artifact):
 
 
 class StageScores(Record):
+    """What the advisor reads at one stage: LogME, leave-one-out 5-NN accuracy and a 3-fold linear
+    probe's accuracy, of the pretrained network's pooled features and of the same architecture with
+    random weights (what scratch starts from), and the proxy A-distance to the source."""
+
     logme: float
     logme_random: float
+    knn: float
+    knn_random: float
+    probe: float
+    probe_random: float
     pad: float
 
 
@@ -428,8 +438,30 @@ class Recommendation(Record):
     reason: str
 
 
+class Neighbour(Record):
+    case: str
+    distance: float
+    recommended: str
+    tied: list[str]
+    regret: float  # the bank pick's regret on that case
+
+
+class BankAdvice(Record):
+    """The pick from the measured cases nearest to this one, and how good that pick was on them."""
+
+    expected_regret: float  # the pick's mean regret on the neighbours (validation accuracy)
+    hit_rate: float  # how often the pick was the winner or in the tied set on the neighbours
+    unlike_bank: bool  # farther from its nearest case than any bank case is from its own
+    nearest_distance: float
+    bank_cases: int  # the cases it could draw on (those of the same experiment left out)
+    neighbours: list[Neighbour]
+
+
 class Advice(Artifact):
-    """reports/advice/<dataset>.json: the advisor's scores per stage and its pick (stages in network order)."""
+    """reports/advice/<dataset>.json: the advisor's scores per stage and its pick (stages in network order).
+
+    ``recommendation`` is the bank's pick when a case bank is there, else the a-priori LogME rule's;
+    ``a_priori`` is that rule's pick either way (a baseline)."""
 
     PRODUCER: ClassVar[str] = "advise"
     SORT_KEYS: ClassVar[bool] = False
@@ -440,7 +472,138 @@ class Advice(Artifact):
     images_scored: int
     stages: dict[str, StageScores]
     recommendation: Recommendation
+    a_priori: Recommendation
+    bank: BankAdvice | None = None
     course_note: str | None
+
+
+class Case(Record):
+    """One row of the case bank: a (target, training-set size) the comparison measured, with what the
+    advisor reads on it (``stages``) and the measured call. ``regret(regime)`` is the recommended
+    regime's mean validation accuracy minus ``regime``'s."""
+
+    case: str  # <scenario>/<target quadrant>/n=<per class>|full
+    scenario: str  # the experiment that measured it
+    real: bool  # the target is real images (not generated)
+    target: str  # the quadrant of its scenario
+    dataset: str  # the target's dataset
+    similar: bool  # the scenario's "similar" target (the course note's rule reads it)
+    classes: int
+    images_per_class: float
+    steps: int
+    seeds: int  # seeds per regime at least
+    commit: str  # the code that measured it
+    stages: dict[str, StageScores]
+    val: dict[str, float]  # regime -> mean validation accuracy
+    call: str  # clear | tie
+    tied: list[str]
+    recommended: str
+
+    def regret(self, regime: str) -> float:
+        return round(self.val[self.recommended] - self.val[regime], 6)
+
+    def hit(self, regime: str) -> bool:
+        return regime == self.recommended or regime in self.tied
+
+
+CASE_SCALARS = (
+    "case",
+    "scenario",
+    "real",
+    "target",
+    "dataset",
+    "similar",
+    "classes",
+    "images_per_class",
+    "steps",
+    "seeds",
+    "commit",
+    "call",
+    "tied",
+    "recommended",
+)
+
+
+class CaseBank(Record):
+    """cases/bank.csv: one row per case; per-stage scores as ``<score>@<stage>`` columns and the
+    regimes' validation means as ``val@<regime>``; the tied set joined with ``;``."""
+
+    cases: list[Case]
+
+    @classmethod
+    def load(cls, path: Path) -> CaseBank:
+        import csv
+
+        if not path.is_file():
+            raise ConfigError(f"{path} not found: build it with `python tools/case_bank.py` (cases/README.md)")
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        try:
+            return cls(cases=[_case_of_row(row) for row in rows])
+        except (ValidationError, ValueError, KeyError) as err:
+            why = _first_error(err) if isinstance(err, ValidationError) else str(err)
+            raise ConfigError(f"{path} is not a case bank ({why}): rebuild it with tools/case_bank.py") from None
+
+    def save(self, path: Path) -> None:
+        import csv
+        import io
+
+        from transferlab.core.files import write_text
+
+        stages = list(self.cases[0].stages) if self.cases else []
+        scores = list(StageScores.model_fields)
+        regimes = list(self.cases[0].val) if self.cases else []
+        header = [*CASE_SCALARS, *(f"val@{r}" for r in regimes), *(f"{v}@{s}" for s in stages for v in scores)]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
+        writer.writeheader()
+        for case in self.cases:
+            row = {k: getattr(case, k) for k in CASE_SCALARS}
+            row["tied"] = ";".join(case.tied)
+            row.update({f"val@{r}": case.val[r] for r in regimes})
+            row.update({f"{v}@{s}": getattr(case.stages[s], v) for s in stages for v in scores})
+            writer.writerow(row)
+        write_text(path, out.getvalue())
+
+
+def _case_of_row(row: dict[str, str]) -> Case:
+    stages: dict[str, dict[str, str]] = {}
+    val = {}
+    for key, value in row.items():
+        if key.startswith("val@"):
+            val[key[4:]] = float(value)
+        elif "@" in key:
+            score, stage = key.split("@", 1)
+            stages.setdefault(stage, {})[score] = value
+        elif key not in CASE_SCALARS:
+            raise ValueError(f"unknown column {key!r}")
+    fields: dict[str, Any] = {k: row[k] for k in CASE_SCALARS}
+    fields["tied"] = [t for t in row["tied"].split(";") if t]
+    fields["real"] = row["real"] == "True"
+    fields["similar"] = row["similar"] == "True"
+    return Case.model_validate({**fields, "val": val, "stages": stages})
+
+
+class RuleScore(Record):
+    rule: str
+    cases: int
+    hits: int
+    hit_rate: float
+    mean_regret: float
+    worst_regret: float
+
+
+class AdviceScores(Artifact):
+    """reports/advice/scores.json: every rule scored on the case bank (all cases, and the real ones),
+    the bank's own pick held out two ways (leave one case out; leave out every case of its target)."""
+
+    PRODUCER: ClassVar[str] = "advise"
+    SORT_KEYS: ClassVar[bool] = False
+
+    bank_cases: int
+    real_cases: int
+    scores: dict[str, dict[str, RuleScore]]  # "all" | "real" -> rule -> score
+    picks: dict[str, dict[str, str]]  # case -> rule -> pick
 
 
 # --------------------------------------------------------------------------- reports and the registry

@@ -136,6 +136,14 @@ class ProjectPaths:
         return self.advice / f"{dataset}.json"
 
     @property
+    def advice_scores(self) -> Path:
+        return self.advice / "scores.json"
+
+    def case_bank(self, relative: str) -> Path:
+        """cases/bank.csv (``advise.bank``, relative to the project root)."""
+        return self.root / relative
+
+    @property
     def metrics(self) -> Path:
         return self.reports / METRICS
 

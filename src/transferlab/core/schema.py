@@ -114,6 +114,7 @@ class RetrainParams:
 class AdviseParams:
     max_images: int = MISSING
     small_per_class: int = MISSING
+    bank: Optional[str] = MISSING  # null: the a-priori rule alone
 
 
 @dataclass

@@ -30,6 +30,23 @@ from transferlab.training.runner import CellRunner, CellSpec
 SEED_FILE = "seed.json"  # in the stage's state folder: the seed drawn for `seed: null`, kept for a resume
 
 
+def save_pretrained(cfg: DictConfig, backbone, source: str, history: str | None = None, **meta) -> None:
+    """models/pretrain/: the backbone's weights, its meta.json (``meta``: the source's own fields), the
+    training history when it was trained here, and the config; all or nothing (staged, then renamed)."""
+    with staged_dir(ProjectPaths.of(cfg).pretrain) as staging:
+        save_torch(backbone.state_dict(), staging / BACKBONE)
+        PretrainMeta(
+            model=as_dict(cfg.model),
+            source=source,
+            stages=backbone.stage_names,
+            image_size=cfg.data.image_size,
+            **meta,
+        ).save(staging / META)
+        if history is not None:
+            write_text(staging / HISTORY, history)
+        save_config(cfg, staging / CONFIG)
+
+
 def imagenet_backbone(cfg: DictConfig) -> None:
     """`pretrain.source: imagenet`: the backbone comes from torchvision's ImageNet weights, untrained here."""
     if not cfg.model._target_.endswith("torchvision_backbone"):
@@ -41,16 +58,7 @@ def imagenet_backbone(cfg: DictConfig) -> None:
         backbone = build_backbone({**as_dict(cfg.model), "weights": "imagenet"}, cfg.data.image_size)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    with staged_dir(ProjectPaths.of(cfg).pretrain) as staging:
-        save_torch(backbone.state_dict(), staging / BACKBONE)
-        PretrainMeta(
-            model=as_dict(cfg.model),
-            source="imagenet",
-            stages=backbone.stage_names,
-            image_size=cfg.data.image_size,
-            weights_url=imagenet_weights(cfg.model.arch).url,
-        ).save(staging / META)
-        save_config(cfg, staging / CONFIG)
+    save_pretrained(cfg, backbone, source="imagenet", weights_url=imagenet_weights(cfg.model.arch).url)
     print(f"pretrain: {cfg.model.name} backbone from torchvision's ImageNet weights (no training on the source data)")
 
 
@@ -59,17 +67,7 @@ def file_backbone(cfg: DictConfig, weights: Path, parent: str | None) -> None:
     from transferlab.models.weights import backbone_from_file
 
     backbone = backbone_from_file(as_dict(cfg.model), cfg.data.image_size, weights)
-    with staged_dir(ProjectPaths.of(cfg).pretrain) as staging:
-        save_torch(backbone.state_dict(), staging / BACKBONE)
-        PretrainMeta(
-            model=as_dict(cfg.model),
-            source="file",
-            stages=backbone.stage_names,
-            image_size=cfg.data.image_size,
-            weights_file=weights.name,
-            weights_sha256=cfg.pretrain.weights_sha256,
-        ).save(staging / META)
-        save_config(cfg, staging / CONFIG)
+    save_pretrained(cfg, backbone, source="file", weights_file=weights.name, weights_sha256=cfg.pretrain.weights_sha256)
     if parent is not None:
         runs.log_params(
             parent,
@@ -103,21 +101,16 @@ def run_pretrain(cfg: DictConfig, state_root: Path, parent: str | None) -> None:
     if not runs.launched_as_global_zero():  # another DDP rank: global rank 0 writes the files
         return
     where = ProjectPaths.of(cfg)
-    network = outcome.module.net.backbone
-    with staged_dir(where.pretrain) as staging:
-        save_torch(network.state_dict(), staging / BACKBONE)
-        PretrainMeta(
-            model=as_dict(cfg.model),
-            source="pipeline",
-            classes=DatasetCard.load(where.card("source")).classes,
-            stages=network.stage_names,
-            image_size=cfg.data.image_size,
-            val_acc=outcome.record.val_acc,
-            test_acc=outcome.record.test.acc if outcome.record.test is not None else None,
-            best_epoch=outcome.record.best_epoch,
-        ).save(staging / META)
-        write_text(staging / HISTORY, history_csv(history_rows([outcome])))
-        save_config(cfg, staging / CONFIG)
+    save_pretrained(
+        cfg,
+        outcome.module.net.backbone,
+        source="pipeline",
+        history=history_csv(history_rows([outcome])),
+        classes=DatasetCard.load(where.card("source")).classes,
+        val_acc=outcome.record.val_acc,
+        test_acc=outcome.record.test.acc if outcome.record.test is not None else None,
+        best_epoch=outcome.record.best_epoch,
+    )
     if outcome.run_id is not None:
         runs.log_artifact(outcome.run_id, where.pretrain / HISTORY)
     fitting.clear(state_root)

@@ -77,7 +77,7 @@ def run_size_curve(cfg: DictConfig, state_root: Path, parent: str | None) -> Non
     with parallel.Workers(runner, cfg.trainer.cell_processes) as workers:
         for quadrant in cfg.size_curve.quadrants:
             sizes_of = {q: full_per_class(runner.card(q), cfg.finetune.train_per_class) for q in same_target(quadrant)}
-            full = full_per_class(runner.card(quadrant), cfg.finetune.train_per_class)
+            full = sizes_of[quadrant]
             subsets = subset_sizes(list(cfg.size_curve.per_class), full)[:-1]
             plan: dict[tuple[str, int], tuple[str, SearchRecord | None]] = {}
             for regime in cfg.regimes:
@@ -111,7 +111,7 @@ def run_size_curve(cfg: DictConfig, state_root: Path, parent: str | None) -> Non
                             n_train=n * classes,
                             tuned_on=tuned_on,
                             from_comparison=False,
-                            seeds={s: r.model_copy(update={"val_correct": None}) for s, r in records.items()},
+                            seeds=records,  # val_correct kept: the call at each size is paired (size_verdicts)
                             lr=first.recipe.lr,
                             variant="" if search is None else search.variant,
                         )
@@ -139,7 +139,7 @@ def comparison_point(found: QuadrantSeeds, quadrant: str, full: int, runner: Cel
         n_train=n_train,
         tuned_on=quadrant,
         from_comparison=True,
-        seeds={s: r.model_copy(update={"val_correct": None}) for s, r in found.seeds.items()},
+        seeds=found.seeds,
         lr=found.lr,
         variant=found.variant,
     )
