@@ -477,7 +477,11 @@ def test_a_finished_run_becomes_cases_of_the_bank(pipeline_copy, tmp_path):
 
     bank = tmp_path / "bank.csv"
     kept = Case.model_validate(
-        {**CaseBank.load(pipeline_copy / "cases/bank.csv").cases[0].model_dump(), "scenario": "other", "case": "o/x"}
+        {
+            **CaseBank.load(pipeline_copy / "cases/bank.csv").cases[0].model_dump(),
+            "scenario": "other",
+            "case": "other/small_similar/full",
+        }
     )
     CaseBank(cases=[kept]).save(bank)
     run(pipeline_copy, "python", "tools/case_bank.py", str(pipeline_copy), "--real", "different", "--bank", str(bank))

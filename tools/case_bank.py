@@ -100,7 +100,7 @@ def case_order(case) -> tuple:
     from transferlab.core.names import QUADRANTS
 
     size = case.case.rsplit("/", 1)[1]
-    return case.scenario, QUADRANTS.index(case.target), float("inf") if size == "full" else int(size[2:])
+    return case.scenario, QUADRANTS.index(case.target), int(size[2:]) if size.startswith("n=") else float("inf")
 
 
 def main() -> None:
