@@ -229,10 +229,14 @@ def goal_sentence(scores: AdviceScores) -> str:
     baselines = {r: s for r, s in real.items() if not r.startswith("bank")}
     beaten = [r for r, s in baselines.items() if _better(strict, s)]
     met = strict.hit_rate >= 0.75 and strict.mean_regret <= 0.02 and len(beaten) == len(baselines)
+    closest = max(baselines.values(), key=lambda b: (b.hit_rate, -b.mean_regret))
     return (
         f"- On the real cases, the bank's pick with its target held out hits {strict.hit_rate:.2f} with mean "
         f"regret {strict.mean_regret:.3f}; it beats {len(beaten)} of {len(baselines)} baselines "
-        f"({', '.join(beaten) or 'none'}): the goal is **{'met' if met else 'not met'}**."
+        f"({', '.join(beaten) or 'none'}): the goal is **{'met' if met else 'not met'}**. The closest baseline, "
+        f"{closest.rule}, hits {closest.hit_rate:.2f} with mean regret {closest.mean_regret:.3f} "
+        f"({strict.hit_rate - closest.hit_rate:+.2f} hit rate, {strict.mean_regret - closest.mean_regret:+.3f} "
+        f"regret for the bank)."
     )
 
 
