@@ -488,7 +488,7 @@ def test_a_finished_run_becomes_cases_of_the_bank(pipeline_copy, tmp_path):
     cases = {c.case: c for c in CaseBank.load(bank).cases}
     name = TINY_PARAMS["experiment.name"]
     assert set(cases) == {
-        "o/x",
+        "other/small_similar/full",
         *(f"{name}/{q}/full" for q in QUADRANTS),
         *(f"{name}/large_different/n={n}" for n in (3, 6)),
     }
