@@ -28,17 +28,14 @@ sys.path.insert(0, str(REPO / "src"))
 
 def harvest(workspace: Path, real: set[str]) -> list:
     import numpy as np
-    import torch
 
-    from transferlab.advise import features, probe_scores
+    from transferlab.advise import networks, probe_scores
     from transferlab.analysis.size_curve import size_verdicts
     from transferlab.core.artifacts import Case, Comparison, DatasetCard, QuadrantComparison, SizeCurveResults
-    from transferlab.core.config import as_dict, load_config
+    from transferlab.core.config import load_config
     from transferlab.core.names import REGIMES
     from transferlab.core.paths import ProjectPaths
     from transferlab.data.arrays import first_per_class, load_split
-    from transferlab.models import build_backbone
-    from transferlab.training.runner import pretrained_state
 
     os.chdir(workspace)  # the stages' paths are the project root's (ProjectPaths)
     cfg = load_config("advise", ["advise.bank=null"])
@@ -50,13 +47,7 @@ def harvest(workspace: Path, real: set[str]) -> list:
     curve = SizeCurveResults.load(where.size_curve_results) if where.size_curve_results.is_file() else None
     by_size = size_verdicts(curve, comparison) if curve and curve.run else {}
 
-    pretrained = build_backbone(as_dict(cfg.model), cfg.data.image_size)
-    pretrained.load_state_dict(pretrained_state(cfg))
-    torch.manual_seed(cfg.seed if cfg.seed is not None else 0)
-    random = build_backbone(as_dict(cfg.model), cfg.data.image_size)
-    pretrained.eval(), random.eval()
-    source_x, source_y = load_split(where.raw_dataset("source"), "val")
-    source = features(pretrained, np.asarray(source_x), source_y, pretrained.stage_names)
+    pretrained, random, source = networks(cfg)
 
     def case(quadrant: str, size: int | None, measured: QuadrantComparison) -> Case:
         images, labels = load_split(where.raw_dataset(quadrant), "train")

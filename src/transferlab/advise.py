@@ -124,27 +124,35 @@ def advise_one(cfg, dataset: str, pretrained, random, source_features: dict, ban
     )
 
 
-def advise(cfg, datasets: list[str], parent: str | None, bank: list[Case]) -> dict[str, Advice]:
+def networks(cfg):
+    """(the pretrained backbone, the same architecture with random weights (seeded), the pretrained
+    features of the source's validation images at every stage), both networks in eval mode."""
     import numpy as np
     import torch
 
     from transferlab.data.arrays import load_split
     from transferlab.models import build_backbone
-    from transferlab.tracking import runs
     from transferlab.training.runner import pretrained_state
 
-    started = time.perf_counter()
     pretrained = build_backbone(as_dict(cfg.model), cfg.data.image_size)
     pretrained.load_state_dict(pretrained_state(cfg))
     torch.manual_seed(cfg.seed if cfg.seed is not None else 0)
     random = build_backbone(as_dict(cfg.model), cfg.data.image_size)
     source_x, source_y = load_split(ProjectPaths.of(cfg).raw_dataset("source"), "val")
     source_features = features(pretrained.eval(), np.asarray(source_x), source_y, pretrained.stage_names)
+    return pretrained.eval(), random.eval(), source_features
+
+
+def advise(cfg, datasets: list[str], parent: str | None, bank: list[Case]) -> dict[str, Advice]:
+    from transferlab.tracking import runs
+
+    started = time.perf_counter()
+    pretrained, random, source_features = networks(cfg)
     shared = time.perf_counter() - started
     found = {}
     for dataset in datasets:
         begun = time.perf_counter()
-        advice = advise_one(cfg, dataset, pretrained.eval(), random.eval(), source_features, bank)
+        advice = advise_one(cfg, dataset, pretrained, random, source_features, bank)
         seconds = time.perf_counter() - begun + shared / len(datasets)
         found[dataset] = advice
         rule = advice.recommendation

@@ -234,13 +234,13 @@ def bank_pick(
         bank_cases=len(cases),
         neighbours=[
             Neighbour(
-                case=c.case,
-                distance=round(float(distance[cases.index(c)]), 6),
-                recommended=c.recommended,
-                tied=c.tied,
-                regret=c.regret(pick),
+                case=cases[i].case,
+                distance=round(float(distance[i]), 6),
+                recommended=cases[i].recommended,
+                tied=cases[i].tied,
+                regret=cases[i].regret(pick),
             )
-            for c in near
+            for i in order[:NEIGHBOURS]
         ],
     )
     return Recommendation(regime=pick, cut_at=cut, reason=reason), advice

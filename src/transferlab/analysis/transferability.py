@@ -12,7 +12,7 @@
 - ``knn_accuracy``: leave-one-out k-nearest-neighbour accuracy on cosine similarity. A plain k-NN on
   frozen features was the strongest of 24 transferability estimators over 42,000 experiments
   (Sorkhei et al., 2025, "k-NN as a Simple and Effective Estimator of Transferability").
-- ``linear_probe_accuracy``: stratified cross-validated accuracy of a logistic regression on the
+- ``linear_probe_accuracy``: stratified cross-validated accuracy of a ridge classifier on the
   standardised features: what a head trained on frozen features (freeze_all, truncate_freeze) can
   reach, measured directly rather than inferred.
 
