@@ -227,3 +227,20 @@ def test_a_tie_between_equal_costs_says_the_regime_order_decided_not_a_cost():
     assert v.call == "tie" and v.leader == "scratch" and v.recommended == "finetune_all"
     assert "finetune_all costs the same as scratch" in v.reason and "the tie goes to the regime first" in v.reason
     assert "fewer training FLOPs" not in v.reason
+
+
+def test_the_summary_says_what_a_ties_cheaper_recommendation_gives_up():
+    """Catches: a tie whose cheaper recommendation trails the leader with the gap unsaid (the reason names only
+    the runner-up), and the line appearing when the leader itself is recommended or the call is clear."""
+    from transferlab.report import tie_costs
+
+    cheap = seeds_at(0.68, 3, cost=1e7)
+    tied = one_quadrant({"finetune_all": seeds_at(0.70, 1), "scratch": seeds_at(0.695, 2), "freeze_all": cheap})
+    v = tied["large_similar"].verdict
+    assert v.call == "tie" and v.leader == "finetune_all" and v.recommended == "freeze_all"
+    [_, _, line] = tie_costs(tied)
+    gap = v.rivals["freeze_all"]
+    assert f"`freeze_all` is {gap.diff:.3f} behind `finetune_all`" in line
+    assert f"[{gap.low:+.3f}, {gap.high:+.3f}]" in line and "Take `finetune_all`" in line
+    assert tie_costs(one_quadrant({"finetune_all": seeds_at(0.70, 1), "scratch": seeds_at(0.695, 2)})) == []
+    assert tie_costs(one_quadrant({"finetune_all": seeds_at(0.90, 1), "freeze_all": seeds_at(0.40, 2)})) == []

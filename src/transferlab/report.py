@@ -322,6 +322,23 @@ def did_not_transfer(comparison: Comparison) -> list[str]:
     return lines
 
 
+def tie_costs(comparison: Comparison) -> list[str]:
+    """What a tie's cheaper recommendation gives up: its validation accuracy behind the leader, with the
+    interval. A tie at the call's (race-corrected) level can hide a gap whose 95% interval excludes 0."""
+    lines = []
+    for quadrant, entry in comparison.items():
+        v = entry.verdict
+        if v.call != "tie" or v.recommended == v.leader or v.recommended not in v.rivals:
+            continue
+        r = v.rivals[v.recommended]
+        lines.append(
+            f"- **{quadrant}**: the cheaper `{v.recommended}` is {r.diff:.3f} behind `{v.leader}` on validation "
+            f"({v.level:.0%} interval [{r.low:+.3f}, {r.high:+.3f}], P({v.leader} better) = {r.p_better:.2f}); "
+            f"tied at the call's {v.call_level:.1%} level. Take `{v.leader}` if that accuracy is worth its cost."
+        )
+    return ["What a tie's cheaper recommendation gives up against the leader:", "", *lines] if lines else []
+
+
 def summary_markdown(
     cfg,
     comparison: Comparison,
@@ -344,6 +361,7 @@ def summary_markdown(
         *[f"- {sentence(q, e)}" for q, e in comparison.items()],
         "",
         *([*not_transferred, ""] if not_transferred else []),
+        *([*given_up, ""] if (given_up := tie_costs(comparison)) else []),
         protocol(cfg),
         "",
         source_network(source, int(cfg.pretrain.epochs)),

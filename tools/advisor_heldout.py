@@ -1,0 +1,69 @@
+"""Score every rule on the cases a bank did not hold yet: the advisor truly held out.
+
+    git show <commit>:cases/bank.csv > /tmp/bank_before.csv
+    python tools/advisor_heldout.py /tmp/bank_before.csv [--bank cases/bank.csv]
+
+The bank as it stood at <commit> picks for every case of ``--bank`` it lacks (by case name), beside the
+a-priori rules and the constant ones. Prints a markdown table of hits, mean and worst regret, and how often
+the pick is the recommended regime itself (docs/advisor.md records the run after scenarios 3 and 4 joined).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+
+def table(before: Path, bank: Path, small_per_class: int = 100) -> str:
+    from transferlab.analysis.advice import bank_pick, course_note_pick, logme_rule_pick
+    from transferlab.core.artifacts import Case, CaseBank
+
+    old = CaseBank.load(before).cases
+    known = {c.case for c in old}
+    new = [c for c in CaseBank.load(bank).cases if c.case not in known]
+    if not old or not new:
+        raise SystemExit(f"error: {before} has {len(old)} cases and {bank} {len(new)} new ones; both must be > 0")
+
+    def from_bank(c: Case) -> str:
+        return bank_pick(c.stages, c.classes, c.images_per_class, old)[0].regime
+
+    rules = {
+        f"bank ({len(old)} cases before)": from_bank,
+        "LogME rule (a priori)": lambda c: logme_rule_pick(c, small_per_class),
+        "course note": lambda c: course_note_pick(c, small_per_class),
+        "always finetune_all": lambda c: "finetune_all",
+        "always freeze_all": lambda c: "freeze_all",
+        "always truncate_freeze": lambda c: "truncate_freeze",
+    }
+    lines = [
+        f"{len(new)} new cases: {', '.join(sorted(c.case for c in new))}",
+        "",
+        "| rule | hits | mean regret | worst regret | the recommended regime itself |",
+        "|---|---|---|---|---|",
+    ]
+    for name, rule in rules.items():
+        picks = [(c, rule(c)) for c in new]
+        hits = sum(c.hit(p) for c, p in picks)
+        regrets = [c.regret(p) for c, p in picks]
+        exact = sum(p == c.recommended for c, p in picks)
+        lines.append(
+            f"| {name} | {hits}/{len(new)} | {sum(regrets) / len(regrets):+.3f} | {max(regrets):+.3f} "
+            f"| {exact}/{len(new)} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("before", type=Path, help="the bank as it stood before (a cases/bank.csv)")
+    parser.add_argument("--bank", type=Path, default=REPO / "cases" / "bank.csv")
+    args = parser.parse_args()
+    print(table(args.before, args.bank))
+
+
+if __name__ == "__main__":
+    main()
