@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 
 def table(before: Path, bank: Path, small_per_class: int = 100) -> str:
-    from transferlab.analysis.advice import bank_pick, course_note_pick, logme_rule_pick
+    from transferlab.analysis.advice import bank_pick, course_note_pick, logme_rule_pick, rule_score
     from transferlab.core.artifacts import Case, CaseBank
 
     old = CaseBank.load(before).cases
@@ -45,13 +45,12 @@ def table(before: Path, bank: Path, small_per_class: int = 100) -> str:
         "| rule | hits | mean regret | worst regret | the recommended regime itself |",
         "|---|---|---|---|---|",
     ]
-    for name, rule in rules.items():
-        picks = [(c, rule(c)) for c in new]
-        hits = sum(c.hit(p) for c, p in picks)
-        regrets = [c.regret(p) for c, p in picks]
-        exact = sum(p == c.recommended for c, p in picks)
+    picks = {c.case: {name: rule(c) for name, rule in rules.items()} for c in new}
+    for name in rules:
+        score = rule_score(name, new, picks)  # the scoring the bank's own held-out table uses
+        exact = sum(picks[c.case][name] == c.recommended for c in new)
         lines.append(
-            f"| {name} | {hits}/{len(new)} | {sum(regrets) / len(regrets):+.3f} | {max(regrets):+.3f} "
+            f"| {name} | {score.hits}/{score.cases} | {score.mean_regret:+.3f} | {score.worst_regret:+.3f} "
             f"| {exact}/{len(new)} |"
         )
     return "\n".join(lines)
