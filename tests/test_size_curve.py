@@ -54,6 +54,18 @@ def test_the_summary_says_whether_more_labels_change_the_best_regime():
     assert "scratch overtakes freeze_all between 30 and 100 per class" in lines[1]
 
 
+def test_one_leader_at_every_size_by_less_than_the_spread_is_called_a_hint():
+    """Catches: "more labels would not change the answer" said of a leader whose lead at some size is inside the
+    seeds' spread (scenario 4's textures: scratch ahead of finetune_all by 0.004 with spread 0.016 at the full
+    split, where the verdict, on more seeds, puts finetune_all first), or the close size misnamed."""
+    close = curve({"finetune_all": [0.25, 0.37, 0.428], "scratch": [0.30, 0.39, 0.432]}, sizes=(10, 30, 70), std=0.016)
+    head = summary_lines("large_different", close)[0]
+    assert "scratch is best on validation at every size (10, 30, 70 per class)" in head
+    assert "within the seeds' spread at 70 per class (+0.004 over finetune_all, spread 0.016)" in head
+    assert "10 per class" not in head.split("spread at")[1] and "would not change" not in head
+    assert "a hint, not a finding" in head
+
+
 def test_sizes_run_are_those_below_the_comparisons_split_then_the_split_itself():
     """Catches: a subset as large as the split trained again (it is the comparison's own run), a size above
     the smallest class (first_per_class would fail on it), or finetune.train_per_class ignored."""

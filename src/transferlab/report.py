@@ -515,7 +515,9 @@ def size_curve_markdown(cfg, size: SizeCurveResults) -> list[str]:
         f"Every regime on the first N training images of each class (nested subsets), seeds {list(cfg.seeds)}, "
         f"{size.steps} optimizer steps per run, each at the recipe its search chose on the quadrant of the same "
         f"target nearest in size (log scale; not searched again per size); the full split is the comparison's own "
-        f"runs. Validation / test accuracy, mean ± std over seeds; crossovers are read on validation means.",
+        f"runs. Validation / test accuracy, mean ± std over seeds; crossovers are read on validation means. At the "
+        f"full split the curve has the `finetune` stage's seeds only, not the extra seeds `race` gives a tie, so it "
+        f"can order two close regimes differently from the verdict.",
     ]
     for quadrant, curve in table.items():
         regimes = list(curve)

@@ -150,18 +150,40 @@ def best_by_size(curve: Curve) -> list[tuple[int, str]]:
     return [(n, max(regimes, key=lambda r: (curve[r][i].val.mean, -REGIMES.index(r)))) for i, n in enumerate(sizes)]
 
 
+def leads_within_spread(curve: Curve, best: list[tuple[int, str]]) -> list[str]:
+    """The sizes where the best regime leads the runner-up by no more than the larger of their seed std (the
+    test a crossover gets), each as "N per class (+gap over runner-up, spread s)"."""
+    close = []
+    for i, (n, leader) in enumerate(best):
+        others = [r for r in curve if r != leader]
+        if not others:
+            continue
+        runner = max(others, key=lambda r: (curve[r][i].val.mean, -REGIMES.index(r)))
+        gap = curve[leader][i].val.mean - curve[runner][i].val.mean
+        spread = max(curve[leader][i].val.std, curve[runner][i].val.std)
+        if gap <= spread:
+            close.append(f"{n} per class ({gap:+.3f} over {runner}, spread {spread:.3f})")
+    return close
+
+
 def summary_lines(quadrant: str, curve: Curve) -> list[str]:
     """The curve in words: the best regime at each size, whether that changes, and every crossover."""
     best = best_by_size(curve)
     changes = len({regime for _, regime in best}) > 1
     leaders = ", ".join(f"{n}: {regime}" for n, regime in best)
     sizes = ", ".join(str(n) for n, _ in best)
-    head = (
-        f"- **{quadrant}**: the best regime on validation changes with the number of labels ({leaders} per class)."
-        if changes
-        else f"- **{quadrant}**: {best[0][1]} is best on validation at every size ({sizes} per class): more labels "
-        f"would not change the answer there."
-    )
+    if changes:
+        head = (
+            f"- **{quadrant}**: the best regime on validation changes with the number of labels ({leaders} per class)."
+        )
+    else:
+        close = leads_within_spread(curve, best)
+        head = f"- **{quadrant}**: {best[0][1]} is best on validation at every size ({sizes} per class)" + (
+            f", but its lead over the runner-up is within the seeds' spread at {' and '.join(close)}: a hint, not a "
+            f"finding."
+            if close
+            else ": more labels would not change the answer there."
+        )
     crossing = crossovers(curve)
     if changes and crossing and not any(c.beyond_spread for c in crossing):
         head += " Every crossover is within the seeds' spread: a hint, not a finding."
