@@ -56,7 +56,7 @@ def test_the_summary_says_whether_more_labels_change_the_best_regime():
 
 def test_one_leader_at_every_size_by_less_than_the_spread_is_called_a_hint():
     """Catches: "more labels would not change the answer" said of a leader whose lead at some size is inside the
-    seeds' spread (scenario 4's textures: scratch ahead of finetune_all by 0.004 with spread 0.016 at the full
+    seeds' spread (scenario 4's textures: scratch ahead of finetune_all by 0.003 with spread 0.016 at the full
     split, where the verdict, on more seeds, puts finetune_all first), or the close size misnamed."""
     close = curve({"finetune_all": [0.25, 0.37, 0.428], "scratch": [0.30, 0.39, 0.432]}, sizes=(10, 30, 70), std=0.016)
     head = summary_lines("large_different", close)[0]
