@@ -50,11 +50,14 @@ def table(before: Path, bank: Path, small_per_class: int = 100, without_target: 
     def bank_for(c: Case) -> list[Case]:
         return [o for o in old if target_of(o) != target_of(c)] if without_target else old
 
+    # One vote per new case; both bank rules read it (the pick, and the neighbours it names).
+    voted = {c.case: bank_pick(c.stages, c.classes, c.images_per_class, bank_for(c)) for c in new}
+
     def from_bank(c: Case) -> str:
-        return bank_pick(c.stages, c.classes, c.images_per_class, bank_for(c))[0].regime
+        return voted[c.case][0].regime
 
     def cost_aware(c: Case) -> str:
-        near = [by_name[n.case] for n in bank_pick(c.stages, c.classes, c.images_per_class, bank_for(c))[1].neighbours]
+        near = [by_name[n.case] for n in voted[c.case][1].neighbours]
         return min(
             REGIMES,
             key=lambda r: (
