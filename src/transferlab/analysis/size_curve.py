@@ -37,6 +37,11 @@ class CurvePoint:
 Curve = dict[str, list[CurvePoint]]  # regime -> points, smallest first
 
 
+def seed_spread(a: CurvePoint, b: CurvePoint) -> float:
+    """The larger of two regimes' seed std at one size: a gap between them no larger than it is noise."""
+    return max(a.val.std, b.val.std)
+
+
 @dataclass(frozen=True)
 class Crossover:
     """``ahead`` overtakes ``behind`` between ``below`` and ``above`` images per class."""
@@ -136,7 +141,7 @@ def crossovers(curve: Curve) -> list[Crossover]:
                             below=last_size,
                             above=pa.per_class,
                             gap=round(abs(diff), 6),
-                            spread=max(pa.val.std, pb.val.std),
+                            spread=seed_spread(pa, pb),
                         )
                     )
                 last_sign, last_size = sign, pa.per_class
@@ -151,8 +156,8 @@ def best_by_size(curve: Curve) -> list[tuple[int, str]]:
 
 
 def leads_within_spread(curve: Curve, best: list[tuple[int, str]]) -> list[str]:
-    """The sizes where the best regime leads the runner-up by no more than the larger of their seed std (the
-    test a crossover gets), each as "N per class (+gap over runner-up, spread s)"."""
+    """The sizes where the best regime leads the runner-up by no more than their ``seed_spread`` (the test a
+    crossover gets), each as "N per class (+gap over runner-up, spread s)"."""
     close = []
     for i, (n, leader) in enumerate(best):
         others = [r for r in curve if r != leader]
@@ -160,7 +165,7 @@ def leads_within_spread(curve: Curve, best: list[tuple[int, str]]) -> list[str]:
             continue
         runner = max(others, key=lambda r: (curve[r][i].val.mean, -REGIMES.index(r)))
         gap = curve[leader][i].val.mean - curve[runner][i].val.mean
-        spread = max(curve[leader][i].val.std, curve[runner][i].val.std)
+        spread = seed_spread(curve[leader][i], curve[runner][i])
         if gap <= spread:
             close.append(f"{n} per class ({gap:+.3f} over {runner}, spread {spread:.3f})")
     return close
@@ -172,18 +177,18 @@ def summary_lines(quadrant: str, curve: Curve) -> list[str]:
     changes = len({regime for _, regime in best}) > 1
     leaders = ", ".join(f"{n}: {regime}" for n, regime in best)
     sizes = ", ".join(str(n) for n, _ in best)
+    steady = f"- **{quadrant}**: {best[0][1]} is best on validation at every size ({sizes} per class)"
     if changes:
         head = (
             f"- **{quadrant}**: the best regime on validation changes with the number of labels ({leaders} per class)."
         )
-    else:
-        close = leads_within_spread(curve, best)
-        head = f"- **{quadrant}**: {best[0][1]} is best on validation at every size ({sizes} per class)" + (
-            f", but its lead over the runner-up is within the seeds' spread at {' and '.join(close)}: a hint, not a "
-            f"finding."
-            if close
-            else ": more labels would not change the answer there."
+    elif close := leads_within_spread(curve, best):
+        within = " and ".join(close)
+        head = (
+            f"{steady}, but its lead over the runner-up is within the seeds' spread at {within}: a hint, not a finding."
         )
+    else:
+        head = f"{steady}: more labels would not change the answer there."
     crossing = crossovers(curve)
     if changes and crossing and not any(c.beyond_spread for c in crossing):
         head += " Every crossover is within the seeds' spread: a hint, not a finding."
