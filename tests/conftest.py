@@ -112,3 +112,10 @@ def project(tmp_path, monkeypatch) -> Path:
     for key in [k for k in os.environ if k.startswith(("DVC_", "MLFLOW_"))]:
         monkeypatch.delenv(key)
     return root
+
+
+@pytest.fixture
+def stage_project(project, tmp_path, monkeypatch) -> Path:
+    """``project`` with its own MLflow store (the pretrain stage checks the store)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return project

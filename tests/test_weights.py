@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from omegaconf import OmegaConf
 from helpers import REPO
 from transferlab.core.errors import ConfigError
 from transferlab.models import build_backbone
-from transferlab.models.weights import backbone_from_file
+from transferlab.models._weights import backbone_from_file
 
 SMALL = {"name": "small_resnet", **OmegaConf.to_container(OmegaConf.load(REPO / "conf/model/small_resnet.yaml"))}
 RESNET18 = {"name": "resnet18", **OmegaConf.to_container(OmegaConf.load(REPO / "conf/model/resnet18.yaml"))}
@@ -99,13 +98,6 @@ def test_weights_that_do_not_fit_fail_in_one_line_naming_the_keys(tmp_path, defe
     with pytest.raises(ConfigError, match=message) as failed:
         backbone_from_file(SMALL, 32, path)
     assert "\n" not in str(failed.value)
-
-
-@pytest.fixture
-def stage_project(project, tmp_path, monkeypatch) -> Path:
-    """conftest's ``project`` with its own MLflow store (the pretrain stage checks the store)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return project
 
 
 def test_the_pretrain_stage_takes_your_weights_pinned_by_sha256(stage_project, tmp_path):

@@ -287,6 +287,11 @@ def source_network(meta: PretrainMeta | None, pretrain_epochs: int) -> str:
     if meta is None:
         return "The pretrained network: not recorded (models/pretrain/meta.json is missing)."
     name = meta.model.get("name", "the model")
+    if meta.source == "imagenet" and meta.weights_package:
+        return (
+            f"The pretrained network: {name} with ImageNet weights from the package {meta.weights_package} "
+            f"({meta.weights_file}, sha256 {meta.weights_sha256}; loaded offline, not measured on a source here)."
+        )
     if meta.source == "imagenet":
         return f"The pretrained network: {name} with torchvision's ImageNet weights (not measured on a source here)."
     if meta.source == "file":
@@ -317,7 +322,7 @@ def did_not_transfer(comparison: Comparison) -> list[str]:
                 f"- **{quadrant}**: no pretrained regime beat scratch ({how}): the pretrained network did not "
                 f"transfer there. Remedies: pretrain longer (`pretrain.epochs`), on a larger or closer source "
                 f"(`data.source_train_per_class`, another source dataset), or start from external weights "
-                f"(`pretrain.source: imagenet` for a torchvision model, or `pretrain.source: file`)."
+                f"(`pretrain.source: imagenet` with `model=efficientnet_lite0`, offline, or `pretrain.source: file`)."
             )
     return lines
 

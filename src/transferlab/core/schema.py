@@ -16,6 +16,7 @@ from omegaconf import MISSING
 
 from transferlab.core.errors import ConfigError
 from transferlab.core.names import QUADRANTS, REGIMES
+from transferlab.models._registry import SOURCES
 
 TUNE_SEARCHES = ("successive_halving", "grid", "off")
 # The recipe keys a search variant may override (a variant is a recipe, not another regime).
@@ -194,37 +195,6 @@ class TrainerConf:
 
 
 @dataclass
-class SmallResNetArgs:
-    widths: List[int] = MISSING
-
-
-@dataclass
-class SmallVGGArgs:
-    widths: List[int] = MISSING
-
-
-@dataclass
-class SmallCNNArgs:
-    channels: List[int] = MISSING
-    hidden: List[int] = MISSING
-
-
-@dataclass
-class TorchvisionArgs:
-    arch: str = MISSING
-    weights: Optional[str] = MISSING
-
-
-# conf/model/*.yaml: `_target_` names a factory in transferlab.models; its arguments' schema.
-MODEL_ARGS = {
-    "transferlab.models.small_resnet": SmallResNetArgs,
-    "transferlab.models.small_vgg": SmallVGGArgs,
-    "transferlab.models.small_cnn": SmallCNNArgs,
-    "transferlab.models.torchvision_backbone": TorchvisionArgs,
-}
-
-
-@dataclass
 class DatasetUse:
     """One dataset entry of an experiment (its source or a target)."""
 
@@ -330,12 +300,7 @@ def check_params(p: Any, regime_options: list[str], dataset_options: list[str] |
     require("data.image_size", d.image_size, d.image_size <= 512, "an integer from 1 to 512")
     require("data.on_bad_image", d.on_bad_image, d.on_bad_image in ("fail", "skip"), "fail, skip")
     require("augment.copies", p.augment.copies, 0 <= p.augment.copies <= 64, "an integer from 0 to 64")
-    require(
-        "pretrain.source",
-        p.pretrain.source,
-        p.pretrain.source in ("pipeline", "imagenet", "file"),
-        "pipeline, imagenet, file",
-    )
+    require("pretrain.source", p.pretrain.source, p.pretrain.source in SOURCES, ", ".join(SOURCES))
     check_weights(p.pretrain)
     for section in ("pretrain", "finetune"):
         s = p[section]
@@ -475,36 +440,37 @@ def variant_recipe(r: Any, overrides: Any) -> Any:
     return merged
 
 
-def model_stage_names(model: Any) -> list[str] | None:
-    """A model's stage names from its config alone (no torch), where they follow from it; None otherwise.
-    transferlab.models builds the same names (tests/test_models.py checks they agree)."""
-    target = str(model.get("_target_", ""))
-    if target.endswith("small_resnet"):
-        return ["stem", *(f"stage{i}" for i in range(1, len(model.widths) + 1))]
-    if target.endswith("small_vgg"):
-        return [f"block{i}" for i in range(1, len(model.widths) + 1)]
-    if target.endswith("small_cnn"):
-        return ["block1", "block2", "fc1", "fc2"]
-    arch = str(model.get("arch", ""))
-    if arch.startswith("resnet"):
-        return ["stem", "layer1", "layer2", "layer3", "layer4"]
-    if arch == "vgg11_bn":
-        return [f"block{i}" for i in range(1, 6)]
-    if arch == "mobilenet_v3_small":
-        return ["stem", "stage1", "stage2", "stage3", "stage4", "top"]
-    if arch == "efficientnet_b0":
-        return ["stem", "stage1", "stage2", "stage3", "stage4", "stage5", "top"]
-    return None
+def model_stage_names(model: Any) -> list[str]:
+    """A model's stage names, from its family in the model registry (built once per process where the
+    family does not name its stages from its arguments: torch is imported then, ~3 s for timm's)."""
+    from transferlab.models._registry import family_of, model_args
+
+    return family_of(model).stage_names(model_args(model))
+
+
+def check_pretrain_source(cfg: Any) -> None:
+    """``pretrain.source`` must be one the model's family supports (its registry entry says which)."""
+    from transferlab.models._registry import family_of
+
+    family = family_of(cfg.model)
+    source = cfg.pretrain.source
+    if source not in family.sources:
+        offer = " or ".join(f.factory for f in _families_with(source))
+        raise ConfigError(
+            f"pretrain.source={source} is not available for model={cfg.model.name} (allowed: "
+            f"{', '.join(family.sources)}; {source} needs a model of the {offer} family, e.g. model=efficientnet_lite0)"
+        )
+
+
+def _families_with(source: str) -> list[Any]:
+    from transferlab.models._registry import families
+
+    return [f for f in families().values() if source in f.sources]
 
 
 def check_cut_points(cfg: Any) -> None:
     """Every regime's cut_at and the cut sweep's cut points must be stages of the model."""
     names = model_stage_names(cfg.model)
-    if names is None:
-        raise ConfigError(
-            f"model {cfg.model.name}: its stage names are unknown to transferlab.core.schema."
-            f"model_stage_names (add them there)"
-        )
     wanted = [(f"regime.{name}.cut_at", cfg.regime[name].cut_at) for name in cfg.regime]
     wanted += [("cut_sweep.cut_at", cut) for cut in cfg.cut_sweep.cut_at]
     for where, cut in wanted:
@@ -515,7 +481,7 @@ def check_cut_points(cfg: Any) -> None:
 def check_phases(cfg: Any) -> None:
     """Two-phase settings that must fit the budget and the network: phase 1 ends before the last epoch, and
     ``unfreeze_top`` counts stages the regime keeps (each search variant too)."""
-    names = model_stage_names(cfg.model) or []
+    names = model_stage_names(cfg.model)
     epochs = cfg.finetune.epochs
     for name in cfg.regime:
         regime = cfg.regime[name]

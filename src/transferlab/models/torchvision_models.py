@@ -1,35 +1,34 @@
-"""torchvision's classification models without their classifiers, as ordered named stages."""
+"""torchvision's classification models without their classifiers, as ordered named stages.
+
+``pretrain.source: imagenet`` takes torchvision's ImageNet weights from its cache (``torch.hub``'s
+checkpoints folder; downloaded when online): place the file there by hand on an offline machine.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
-from torch import nn
+from omegaconf import MISSING
 
-from transferlab.models.backbones import Backbone
+from transferlab.models._registry import IMAGENET, Family, Pretrained, register
 
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "vgg11_bn", "efficientnet_b0")
 
 
-def _stages_by_resolution(modules: list[nn.Module], probe: torch.Tensor) -> list[list[nn.Module]]:
-    """Group consecutive modules into stages that end where the spatial size changes next."""
-    sizes = []
-    with torch.no_grad():
-        x = probe
-        for module in modules:
-            x = module(x)
-            sizes.append(x.shape[-1])
-    groups: list[list[nn.Module]] = [[]]
-    for index, module in enumerate(modules):
-        groups[-1].append(module)
-        if index + 1 < len(modules) and sizes[index + 1] != sizes[index]:
-            groups.append([])
-    return groups
+@dataclass
+class TorchvisionArgs:
+    arch: str = MISSING
 
 
-def _torchvision_stages(arch: str, model: nn.Module) -> OrderedDict[str, nn.Module]:
+def _torchvision_stages(arch: str, model):
+    from torch import nn
+
+    from transferlab.models._backbone import stages_by_resolution
+
     if arch.startswith("resnet"):
         stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
         return OrderedDict(stem=stem, **{f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)})
@@ -44,11 +43,13 @@ def _torchvision_stages(arch: str, model: nn.Module) -> OrderedDict[str, nn.Modu
                 current = []
         return stages
     # mobilenet_v3_* / efficientnet_*: stem, stages by resolution, then the final 1x1 conv ("top").
+    import torch
+
     stem, body, top = features[0], features[1:-1], features[-1]
     was_training = model.training
     model.eval()
     probe = stem(torch.zeros(1, 3, 64, 64))
-    groups = _stages_by_resolution(body, probe)
+    groups = stages_by_resolution(body, probe)
     model.train(was_training)
     stages = OrderedDict(stem=stem)
     for index, group in enumerate(groups, start=1):
@@ -64,10 +65,11 @@ def imagenet_weights(arch: str):
     return get_model_weights(arch).DEFAULT
 
 
-def torchvision_model(arch: str, weights: str | None = None) -> nn.Module:
+def torchvision_model(arch: str, weights: str | None = None):
     """torchvision's whole classification model ``arch``; ``weights``: None (random init) or "imagenet"
     (torchvision's default ImageNet weights, from its cache; offline and not cached -> ValueError
     naming the file and the folder)."""
+    import torch
     from torchvision.models import get_model
 
     if arch not in TORCHVISION_ARCHS:
@@ -87,19 +89,40 @@ def torchvision_model(arch: str, weights: str | None = None) -> nn.Module:
         ) from None
 
 
-def backbone_of(arch: str, model: nn.Module) -> Backbone:
+def backbone_of(arch: str, model):
     """``model`` without its classifier, as ordered named stages (sharing its modules and weights)."""
-    stages = _torchvision_stages(arch, model)
-    channels, x = {}, torch.zeros(1, 3, 64, 64)
-    model.eval()
-    with torch.no_grad():
-        for name, stage in stages.items():
-            x = stage(x)
-            channels[name] = x.shape[1]
+    from transferlab.models._backbone import measured_backbone
+
+    backbone = measured_backbone(_torchvision_stages(arch, model), IMAGENET)
     model.train()
-    return Backbone(stages, channels)
+    return backbone
 
 
-def torchvision_backbone(arch: str, weights: str | None = None) -> Backbone:
+def torchvision_backbone(arch: str, weights: str | None = None):
     """A torchvision classification model without its classifier, as ordered named stages."""
     return backbone_of(arch, torchvision_model(arch, weights))
+
+
+def _imagenet(args: Mapping[str, Any]) -> Pretrained:
+    arch = args["arch"]
+    return Pretrained(torchvision_backbone(arch, "imagenet"), {"weights_url": imagenet_weights(arch).url})
+
+
+def _whole_model(args: Mapping[str, Any]):
+    whole = torchvision_model(args["arch"], None)
+    return whole, lambda: backbone_of(args["arch"], whole)
+
+
+register(
+    Family(
+        "torchvision_backbone",
+        TorchvisionArgs,
+        torchvision_backbone,
+        lambda args: IMAGENET,
+        sources=("pipeline", "imagenet", "file"),
+        imagenet=_imagenet,
+        imagenet_note="torchvision's ImageNet weights (its cache, or a download)",
+        whole_model=_whole_model,
+        doc=f"torchvision's {', '.join(TORCHVISION_ARCHS)}",
+    )
+)
