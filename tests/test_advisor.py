@@ -251,10 +251,13 @@ def test_advise_names_the_missing_dataset(advisable, monkeypatch):
     assert code == 2 and "small_similar/card.json not found: run `dvc repro download` first" in stderr, stderr
 
 
-def test_advise_refuses_a_missing_bank_or_one_scored_on_other_stages(advisable, monkeypatch):
-    """Catches: a case bank that is missing, or was scored at another network's stages (its distances
-    would then compare unlike numbers), reaching the forward pass instead of stopping with one line."""
+def test_a_bank_scored_on_other_stages_is_set_aside_and_a_missing_one_refused(advisable, monkeypatch, capsys):
+    """Catches: cases scored at another network's stages reaching the bank's vote (its descriptors would then
+    compare unlike probes; a Lite0 run with the default small_resnet bank), that fallback happening without a
+    word, or a missing bank reaching the forward pass instead of stopping with one line."""
+    from transferlab.advise import load_bank
     from transferlab.core.artifacts import CaseBank
+    from transferlab.core.config import load_config
 
     bank = advisable / "cases/bank.csv"
     cases = CaseBank.load(bank).cases
@@ -262,9 +265,15 @@ def test_advise_refuses_a_missing_bank_or_one_scored_on_other_stages(advisable, 
         c.model_copy(update={"stages": {f"block{i}": v for i, v in enumerate(c.stages.values())}}) for c in cases
     ]
     CaseBank(cases=renamed).save(bank)
-    code, stderr = run_stage_here(advisable, "advise", [], monkeypatch)
-    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
-    assert "were scored at other stages than this network's ['stem', 'stage1', 'stage2', 'stage3']" in stderr
+    monkeypatch.chdir(advisable)
+    cfg = load_config("advise", [], root=advisable)
+    assert load_bank(cfg, ["stem", "stage1", "stage2", "stage3"]) == ([], [])
+    said = capsys.readouterr().out
+    assert "advise.bank=cases/bank.csv was scored at other stages (['block0'," in said
+    assert "the advice is the a-priori rule's" in said
+    CaseBank(cases=cases).save(bank)
+    every_case, usable = load_bank(cfg, ["stem", "stage1", "stage2", "stage3"])
+    assert every_case == cases and usable and capsys.readouterr().out == ""
     bank.unlink()
     code, stderr = run_stage_here(advisable, "advise", [], monkeypatch)
     assert code == 2 and "cases/bank.csv not found: build it with `python tools/case_bank.py`" in stderr, stderr

@@ -60,7 +60,7 @@ CASES = [
     (
         "finetune",
         ["regime=scratch"],
-        edit("params.yaml", "  batch_size: 64", "  batch_size: [64"),
+        edit("params.yaml", "  batch_size: 512", "  batch_size: [512"),
         "params.yaml is not valid YAML at line",
     ),
     (

@@ -8,15 +8,15 @@ from transferlab.core.names import REGIMES
 
 def test_composes_conf_groups_with_params_on_top(repo):
     """Catches: a group file not composed, params.yaml not merged onto conf/regime, a stage argument lost."""
-    cfg = load_config("finetune", ["regime=truncate_freeze"], root=repo)
+    cfg = load_config("finetune", ["regime=truncate_freeze", "model=efficientnet_b0"], root=repo)
     params = OmegaConf.load(repo / "params.yaml")
-    model_file = OmegaConf.load(repo / "conf" / "model" / f"{params.model.name}.yaml")
-    assert cfg.model.name == params.model.name and cfg.model._target_ == model_file._target_  # from conf/model
+    model_file = OmegaConf.load(repo / "conf" / "model" / "efficientnet_b0.yaml")
+    assert cfg.model.name == "efficientnet_b0" and cfg.model._target_ == model_file._target_  # from conf/model
     assert cfg.args.regime == "truncate_freeze"
     assert cfg.regime.truncate_freeze.cut_at == params.regime.truncate_freeze.cut_at  # params onto conf/regime
     assert cfg.regime.truncate_freeze.freeze_backbone is True  # from conf/regime/truncate_freeze.yaml
     assert cfg.regime.truncate_freeze.lr == params.regime.truncate_freeze.lr
-    assert cfg.finetune.batch_size == params.finetune.batch_size and list(cfg.seeds) == list(params.seeds)
+    assert cfg.finetune.weight_decay == params.finetune.weight_decay and list(cfg.seeds) == list(params.seeds)
     assert set(cfg.regime) == set(REGIMES)
 
 
@@ -47,7 +47,7 @@ def test_group_can_be_switched_from_the_command_line(repo):
         ["model=small_cnn", "regime.truncate_freeze.cut_at=block2", "cut_sweep.cut_at=[block1,block2]"],
         root=repo,
     )
-    assert cfg.model.name == "small_cnn" and cfg.model._target_.endswith("small_cnn")
+    assert cfg.model.name == "small_cnn" and cfg.model._target_ == "transferlab.models.small_cnn"
 
 
 def test_no_value_is_defined_both_in_params_and_in_conf(repo):
@@ -90,3 +90,27 @@ def test_an_edited_conf_file_is_composed_afresh_and_a_loaded_config_is_the_calle
     assert list(load_config("finetune", ["regime=scratch"], root=tmp_path).model.widths) == [32, 64, 128]
     model_file.write_text(model_file.read_text().replace("widths: [32, 64, 128]", "widths: [8, 16, 32]"))
     assert list(load_config("finetune", ["regime=scratch"], root=tmp_path).model.widths) == [8, 16, 32]
+
+
+def test_null_settings_come_from_the_experiment_else_the_schema_and_the_command_line_wins(repo):
+    """Catches: my_folder not switching to the ImageNet network (the README's first example for your own images),
+    the builtin run losing its small network, or an experiment's setting overriding the command line."""
+    builtin = load_config("pretrain", [], root=repo)
+    assert (builtin.model.name, builtin.pretrain.source, builtin.data.image_size, builtin.finetune.batch_size) == (
+        "small_resnet",
+        "pipeline",
+        32,
+        64,
+    )
+    folder = load_config("pretrain", ["experiment=my_folder"], root=repo)
+    assert (folder.model.name, folder.pretrain.source, folder.data.image_size, folder.finetune.batch_size) == (
+        "efficientnet_lite0",
+        "imagenet",
+        64,
+        32,
+    )
+    assert folder.experiment.source is None
+    mine = load_config(
+        "pretrain", ["experiment=my_folder", "model=mobilenet_v3_small", "data.image_size=96"], root=repo
+    )
+    assert (mine.model.name, mine.pretrain.source, mine.data.image_size) == ("mobilenet_v3_small", "imagenet", 96)

@@ -28,6 +28,8 @@ CHUNK = 8192
 def pipeline_name(cfg: DictConfig, root: Path, dataset: str) -> str:
     """The experiment entry's `augment`, else the dataset file's, else none."""
     use = cfg.experiment.source if dataset == "source" else cfg.experiment.targets[dataset]
+    if use is None:  # an experiment without source images
+        return "none"
     if use.augment is not None:
         return use.augment
     return dataset_file(root, cfg, use.dataset).get("augment", "none")
@@ -103,12 +105,16 @@ def main(argv: list[str]) -> None:
         with staged_dir(where.augmented) as staging, staged_dir(where.augment_previews()) as previews:
             for dataset, (name, transforms) in plans.items():
                 card = DatasetCard.load(where.card(dataset))
+                folder = staging / dataset
+                folder.mkdir()
+                if not card.counts["train"]:  # no source images (data/raw/source/card.json says why)
+                    AugmentMeta(classes=[], copies=0, originals=0, pipeline=name).save(folder / "meta.json")
+                    print(f"{dataset}: no images ({card.source.get('why', 'none')})")
+                    continue
                 x, y = load_split(where.raw_dataset(dataset), "train")
                 copies = cfg.augment.copies if dataset != "source" and transforms else 0
                 seed = int(np.random.SeedSequence(seed_words(cfg.seed or 0, dataset, "copies")).generate_state(1)[0])
                 pipeline = build_pipeline(transforms, seed=seed) if transforms else None
-                folder = staging / dataset
-                folder.mkdir()
                 write_training_rows(folder, x, y, pipeline, copies)
                 write_text(folder / PIPELINE_FILE, OmegaConf.to_yaml({"name": name, "transforms": transforms}))
                 AugmentMeta(classes=card.classes, copies=copies, originals=int(len(y)), pipeline=name).save(

