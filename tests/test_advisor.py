@@ -251,10 +251,10 @@ def test_advise_names_the_missing_dataset(advisable, monkeypatch):
     assert code == 2 and "small_similar/card.json not found: run `dvc repro download` first" in stderr, stderr
 
 
-def test_a_bank_scored_on_other_stages_is_set_aside_and_a_missing_one_refused(advisable, monkeypatch, capsys):
-    """Catches: cases scored at another network's stages reaching the bank's vote (its descriptors would then
-    compare unlike probes; a Lite0 run with the default small_resnet bank), that fallback happening without a
-    word, or a missing bank reaching the forward pass instead of stopping with one line."""
+def test_a_bank_of_another_networks_cases_is_read_and_a_missing_one_refused(advisable, monkeypatch):
+    """Catches: a bank whose cases were scored at another network's stages (the shipped bank is small_resnet's;
+    a Lite0 run reads it) refused or read as empty, though the vote's descriptors are aggregates over each
+    case's own stages; and a missing bank reaching the forward pass instead of stopping with one line."""
     from transferlab.advise import load_bank
     from transferlab.core.artifacts import CaseBank
     from transferlab.core.config import load_config
@@ -266,14 +266,8 @@ def test_a_bank_scored_on_other_stages_is_set_aside_and_a_missing_one_refused(ad
     ]
     CaseBank(cases=renamed).save(bank)
     monkeypatch.chdir(advisable)
-    cfg = load_config("advise", [], root=advisable)
-    assert load_bank(cfg, ["stem", "stage1", "stage2", "stage3"]) == ([], [])
-    said = capsys.readouterr().out
-    assert "advise.bank=cases/bank.csv was scored at other stages (['block0'," in said
-    assert "the advice is the a-priori rule's" in said
-    CaseBank(cases=cases).save(bank)
-    every_case, usable = load_bank(cfg, ["stem", "stage1", "stage2", "stage3"])
-    assert every_case == cases and usable and capsys.readouterr().out == ""
+    every_case, usable = load_bank(load_config("advise", [], root=advisable))
+    assert every_case == renamed and usable == [c for c in renamed if c.scenario != "builtin"]
     bank.unlink()
     code, stderr = run_stage_here(advisable, "advise", [], monkeypatch)
     assert code == 2 and "cases/bank.csv not found: build it with `python tools/case_bank.py`" in stderr, stderr

@@ -201,21 +201,14 @@ def advise(cfg, datasets: list[str], parent: str | None, bank: list[Case]) -> di
     return found
 
 
-def load_bank(cfg, stages: list[str]) -> tuple[list[Case], list[Case]]:
+def load_bank(cfg) -> tuple[list[Case], list[Case]]:
     """(every case of ``advise.bank``, those the advice may draw on: not this experiment's own); one line when
-    the file is missing or malformed. A bank scored with another network (cases/bank.csv is small_resnet's)
-    is not an error: its cases describe another network's stages, so the advice falls back to the a-priori
-    rule, and says so."""
+    the file is missing or malformed. Cases of any network may share the bank: a case's descriptor
+    (analysis/advice.py) is made of aggregates over its own network's stages (the last stage's probe, the
+    best stage's lead over it, the best random-weights probe, the k-NN gain), never of one named stage."""
     if cfg.advise.bank is None:
         return [], []
-    path = ProjectPaths.of(cfg).case_bank(cfg.advise.bank)
-    cases = CaseBank.load(path).cases
-    if cases and list(cases[0].stages) != stages:  # one file, one set of stage columns
-        print(
-            f"advise: advise.bank={cfg.advise.bank} was scored at other stages ({list(cases[0].stages)}) than "
-            f"{cfg.model.name}'s {stages}; the advice is the a-priori rule's (a bank for this model: cases/README.md)"
-        )
-        return [], []
+    cases = CaseBank.load(ProjectPaths.of(cfg).case_bank(cfg.advise.bank)).cases
     return cases, [c for c in cases if c.scenario != cfg.experiment.name]
 
 
@@ -228,7 +221,7 @@ def main(argv: list[str]) -> None:
     check_stages(where.pretrain_meta)
     for dataset in datasets:
         check_advisable(where.card(dataset))
-    every_case, bank = load_bank(cfg, PretrainMeta.load(where.pretrain_meta).stages)
+    every_case, bank = load_bank(cfg)
     with prepared("advise", inputs, [where.advice], check_store):
         with heavy_imports():
             from transferlab.analysis.advice import score_rules

@@ -537,8 +537,9 @@ CASE_SCALARS = (
 
 
 class CaseBank(Record):
-    """cases/bank.csv: one row per case; per-stage scores as ``<score>@<stage>`` columns and the
-    regimes' validation means as ``val@<regime>``; the tied set joined with ``;``."""
+    """cases/bank.csv: one row per case; per-stage scores as ``<score>@<stage>`` columns (blank at the
+    stages a case's network does not have) and the regimes' validation means as ``val@<regime>``; the
+    tied set joined with ``;``."""
 
     cases: list[Case]
 
@@ -562,7 +563,9 @@ class CaseBank(Record):
 
         from transferlab.core.files import write_text
 
-        stages = list(self.cases[0].stages) if self.cases else []
+        # Every case's stages, in order of first appearance: cases of networks with other stages share one
+        # file, each row leaving the stages its network lacks blank.
+        stages = list(dict.fromkeys(s for case in self.cases for s in case.stages))
         scores = list(StageScores.model_fields)
         regimes = list(self.cases[0].val) if self.cases else []
         header = [*CASE_SCALARS, *(f"val@{r}" for r in regimes), *(f"{v}@{s}" for s in stages for v in scores)]
@@ -573,7 +576,7 @@ class CaseBank(Record):
             row = {k: getattr(case, k) for k in CASE_SCALARS}
             row["tied"] = ";".join(case.tied)
             row.update({f"val@{r}": case.val[r] for r in regimes})
-            row.update({f"{v}@{s}": getattr(case.stages[s], v) for s in stages for v in scores})
+            row.update({f"{v}@{s}": getattr(case.stages[s], v) for s in case.stages for v in scores})
             writer.writerow(row)
         write_text(path, out.getvalue())
 
@@ -586,9 +589,10 @@ def _case_of_row(row: dict[str, str]) -> Case:
             val[key[4:]] = float(value)
         elif "@" in key:
             score, stage = key.split("@", 1)
-            stages.setdefault(stage, {})[score] = value if value != "" else None  # pad without a source
+            stages.setdefault(stage, {})[score] = value if value != "" else None  # pad: None without a source
         elif key not in CASE_SCALARS:
             raise ValueError(f"unknown column {key!r}")
+    stages = {name: values for name, values in stages.items() if any(v is not None for v in values.values())}
     fields: dict[str, Any] = {k: row[k] for k in CASE_SCALARS}
     fields["tied"] = [t for t in row["tied"].split(";") if t]
     fields["real"] = row["real"] == "True"
