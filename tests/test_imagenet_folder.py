@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import STAGES, TINY_PARAMS, copy_project, dvc, git_commit, ran, set_params
+from helpers import REPO, STAGES, TINY_PARAMS, client, copy_project, dvc, git_commit, ran, set_params
 
 pytestmark = pytest.mark.e2e
 
@@ -80,3 +80,35 @@ def test_the_advisor_scores_lite0_without_a_source(lite_run):
     stages = advice["stages"]
     assert list(stages) == ["stem", "stage1", "stage2", "stage3", "stage4", "stage5", "top"]
     assert all(s["pad"] is None for s in stages.values())
+
+
+def test_the_textbook_two_phase_tool_reports_each_phase(lite_run):
+    """tools/textbook_two_phase.py on the finished Lite0 project: one finetune_all cell with the two-phase recipe,
+    its head-alone and unfrozen validation accuracies and the test accuracy printed. Catches: the tool drifting
+    from the cell runner's API (docs/imagenet.md's numbers come from it), phase 1 read from the wrong epochs,
+    or a run left open in MLflow."""
+    import re
+    import subprocess
+    import sys
+
+    project, _ = lite_run
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools/textbook_two_phase.py"), str(project), "--epochs", "3"]
+        + ["--head-epochs", "1", "--steps", "6", "--lr", "0.01"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = re.search(
+        r"large_similar seed 0: validation (\S+) with the head alone \(epochs 1-1\), (\S+) after", done.stdout
+    )
+    assert line, done.stdout[-2000:]
+    assert re.search(r"; test \d\.\d{3} at the best validation epoch \([123] of 3, phase [12]\)", done.stdout)
+    results = list((project / ".transferlab/state/textbook").rglob("result.json"))
+    assert len(results) == 1, results
+    history = json.loads(results[0].read_text())["record"]["val_by_epoch"]
+    assert float(line.group(1)) == round(history[0], 3) and float(line.group(2)) == round(max(history[1:]), 3)
+    mlflow = client(project)
+    runs = mlflow.search_runs([e.experiment_id for e in mlflow.search_experiments()], "attributes.status = 'RUNNING'")
+    assert runs == []

@@ -9,6 +9,7 @@ import pytest
 
 from helpers import BIN, EXPERIMENT, dvc, free_port, rest, serving, set_params
 from transferlab.core.names import QUADRANTS
+from transferlab.report import NOTE_LIMIT
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +60,9 @@ def test_a_real_mlflow_server_gets_the_pipeline_over_http(prepared_copy, tmp_pat
             name = quote(f"{EXPERIMENT}-{quadrant}")
             champion = rest(url, f"/api/2.0/mlflow/registered-models/alias?name={name}&alias=champion")
             assert champion["model_version"]["version"] == "1"
-            assert {t["key"] for t in champion["model_version"]["tags"]} >= {"quadrant", "regime", "seed", "test_acc"}
+            version_tags = {t["key"]: t["value"] for t in champion["model_version"]["tags"]}
+            assert set(version_tags) >= {"quadrant", "regime", "seed", "test_acc", "call", "tied"}
+            assert version_tags["call"] in ("clear", "tie") and version_tags["regime"] in version_tags["tied"]
 
 
 def test_make_ui_shows_the_verdict_few_params_and_linked_models(pipeline_copy, tmp_path):
@@ -67,7 +70,8 @@ def test_make_ui_shows_the_verdict_few_params_and_linked_models(pipeline_copy, t
     Catches: a parent run without the verdict (an empty row in the runs table), fine-tune runs with
     hundreds of params, unnamed logged models, registry versions without their tags, summary links
     to artifacts that do not exist, an experiment without its kind (the UI then asks GenAI or
-    model training before it shows any run)."""
+    model training before it shows any run), a parent description cut off by MLflow's tag limit or showing
+    broken image links."""
     port = free_port()
     with serving(
         ["make", "-o", ".venv/.installed", "ui", f"MLFLOW_PORT={port}"], pipeline_copy, port, tmp_path / "ui.log"
@@ -78,7 +82,13 @@ def test_make_ui_shows_the_verdict_few_params_and_linked_models(pipeline_copy, t
         parents = [r for r in runs if tags_of(r)["stage"] == "pipeline" and r["data"].get("metrics")]
         assert len(parents) == 1
         parent = parents[0]
-        assert tags_of(parent)["mlflow.note.content"].startswith("# Which transfer regime should you use?")
+        note = tags_of(parent)["mlflow.note.content"]
+        # Whole (MLflow cuts a tag at 8,000 characters), no image link the UI cannot resolve, no raw angle
+        # bracket the UI would read as HTML, and every quadrant's call and interval in it.
+        assert note.startswith("# Which transfer regime should you use?") and len(note) <= NOTE_LIMIT, len(note)
+        assert "![" not in note and "<" not in note and ">" not in note
+        assert note.splitlines()[-1].startswith("The pretrained network: "), "the note's last line is its own"
+        assert all(f"| {q} | " in note for q in QUADRANTS) and note.count("[") >= len(QUADRANTS)
         for quadrant in QUADRANTS:
             assert tags_of(parent)[f"{quadrant}.recommended"] in (
                 "freeze_all",

@@ -99,7 +99,13 @@ def evaluate_winners(cfg, verdicts, parent: str | None) -> None:
             decision = registry.register(
                 registry.registered_name(experiment, quadrant),
                 logged,
-                {"quadrant": quadrant, "regime": winner, "seed": str(seed), "test_acc": f"{metrics['acc']:.4f}"},
+                {
+                    "quadrant": quadrant,
+                    "regime": winner,
+                    "seed": str(seed),
+                    "test_acc": f"{metrics['acc']:.4f}",
+                    **verdict_tags(verdict),
+                },
                 description,
                 int(np.trace(matrix)),
                 images,
@@ -122,6 +128,19 @@ def evaluate_winners(cfg, verdicts, parent: str | None) -> None:
         verdicts.save(staging / COMPARISON)
     for quadrant, decision in decisions.items():
         decision.save(where.registry_record(quadrant))
+
+
+def verdict_tags(verdict) -> dict[str, str]:
+    """The comparison's call on a registered version (the registry page shows tags, not the report): clear or
+    tie, the tied set, and the leader's lead over the runner-up with its interval."""
+    tags = {"call": verdict.call, "tied": ",".join(verdict.tied)}
+    rival = verdict.rivals.get(verdict.runner_up) if verdict.runner_up else None
+    if rival is not None:
+        tags["lead"] = (
+            f"{verdict.leader} - {verdict.runner_up}: {rival.diff:+.3f} [{rival.low:+.3f}, {rival.high:+.3f}] "
+            f"at {verdict.level:.0%}"
+        )
+    return tags
 
 
 def main(argv: list[str]) -> None:

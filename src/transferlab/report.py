@@ -681,8 +681,46 @@ def cut_sweep_csv(sweep: CutTable, cuts: list[str], comparison: Comparison) -> s
     return csv_text(["quadrant", "cut_at", "depth", "val_acc", "test_acc", "test_acc_std", "chance"], rows)
 
 
+# MLflow keeps a tag value up to 8,000 characters and cuts the rest: the parent run's description is a short
+# note that fits whole (the full summary, 11,808 characters on the committed run, was cut mid-word).
+NOTE_LIMIT = 5000
+
+
+def parent_note(comparison: Comparison, source_line: str) -> str:
+    """The parent run's description (``mlflow.note.content``): per quadrant the call, the recommendation, its
+    accuracy, the lead with its interval and the cost, then where the whole report is. No image links (the
+    UI cannot resolve an artifact's relative path in a note); ``<`` and ``>`` escaped (the UI renders HTML)."""
+    import html
+
+    lines = [
+        "# Which transfer regime should you use?",
+        "",
+        "Chosen per quadrant on validation data; the test split is only reported. The whole report, with its "
+        "figures, is in this run's Artifacts tab: `report/summary.md`, `report/figures/`.",
+        "",
+        "| quadrant | call | recommended | val / test acc | leader − runner-up [95% interval] | training cost |",
+        "|---|---|---|---|---|---|",
+    ]
+    for quadrant, entry in comparison.items():
+        v = entry.verdict
+        best = entry.regimes[v.recommended]
+        r = v.rivals.get(v.runner_up) if v.runner_up else None
+        lead = f"{v.leader} − {v.runner_up}: {r.diff:+.3f} [{r.low:+.3f}, {r.high:+.3f}]" if r else "-"
+        cost = f"{best.cost.train_flops / 1e9:.1f} GFLOPs" if best.cost else "-"
+        lines.append(
+            f"| {quadrant} | {v.call} | **{v.recommended}** | {best.val.mean:.3f} / {best.test['acc'].mean:.3f} "
+            f"| {lead} | {cost} |"
+        )
+    lines += ["", *[f"- {quadrant}: {entry.verdict.reason}" for quadrant, entry in comparison.items()]]
+    lines += ["", source_line]
+    note = html.escape("\n".join(lines), quote=False)
+    if len(note) > NOTE_LIMIT:  # many quadrants: the table stays, the sentences go (they are in the summary)
+        note = html.escape("\n".join(lines[: 6 + len(comparison.quadrants)] + ["", source_line]), quote=False)
+    return note[:NOTE_LIMIT]
+
+
 def log_verdict(
-    cfg, comparison: Comparison, where: ProjectPaths, summary: str, checked: dict, source: PretrainMeta | None = None
+    cfg, comparison: Comparison, where: ProjectPaths, checked: dict, source: PretrainMeta | None = None
 ) -> str | None:
     """The verdict on the pipeline's parent run: metrics per quadrant, winner tags, description, files."""
     from transferlab.core.config import flatten
@@ -692,7 +730,8 @@ def log_verdict(
     parent = pipeline.run_id
     if parent is None:
         return None
-    metrics, tags, params = {}, {"mlflow.note.content": summary}, {}
+    source_line = source_network(source, int(cfg.pretrain.epochs))
+    metrics, tags, params = {}, {"mlflow.note.content": parent_note(comparison, source_line)}, {}
     if source is not None:
         tags["source_network"] = source.source
         for split, acc in (("val_acc", source.val_acc), ("test_acc", source.test_acc)):
@@ -835,7 +874,7 @@ def main(argv: list[str]) -> None:
         write_text(where.reports / "size_curve.csv", size_curve_csv(size, comparison))
         write_text(where.reports / "learning_curves.csv", learning_curves_csv(comparison, where))
         save_config(cfg, where.reports / "report_config.yaml")
-        parent = log_verdict(cfg, comparison, where, summary, checked, source)
+        parent = log_verdict(cfg, comparison, where, checked, source)
         console = Console(soft_wrap=True)
         for quadrant, entry in comparison.items():
             console.print(sentence(quadrant, entry).replace("**", "").replace("`", ""))
