@@ -240,6 +240,13 @@ def goal_sentence(scores: AdviceScores) -> str:
     )
 
 
+def lead_text(v) -> str:
+    """A verdict's lead over its runner-up with the interval, e.g. "finetune_all − scratch: +0.006 [-0.050,
+    +0.061]" (the summary's verdict table and the parent run's note); "-" without a runner-up."""
+    r = v.rivals.get(v.runner_up) if v.runner_up else None
+    return f"{v.leader} − {v.runner_up}: {r.diff:+.3f} [{r.low:+.3f}, {r.high:+.3f}]" if r else "-"
+
+
 def _cell(s: Stats) -> str:
     return f"{s.mean:.3f} ± {s.std:.3f}"
 
@@ -381,7 +388,7 @@ def summary_markdown(
     for quadrant, entry in comparison.items():
         v = entry.verdict
         r = v.rivals.get(v.runner_up) if v.runner_up else None
-        lead = f"{v.leader} − {v.runner_up}: {r.diff:+.3f} [{r.low:+.3f}, {r.high:+.3f}]" if r else "-"
+        lead = lead_text(v)
         p = f"{r.p_better:.2f}" if r else "-"
         seeds = ", ".join(f"{name} {len(s.seeds)}" for name, s in entry.regimes.items())
         rank = (
@@ -704,8 +711,7 @@ def parent_note(comparison: Comparison, source_line: str) -> str:
     for quadrant, entry in comparison.items():
         v = entry.verdict
         best = entry.regimes[v.recommended]
-        r = v.rivals.get(v.runner_up) if v.runner_up else None
-        lead = f"{v.leader} − {v.runner_up}: {r.diff:+.3f} [{r.low:+.3f}, {r.high:+.3f}]" if r else "-"
+        lead = lead_text(v)
         cost = f"{best.cost.train_flops / 1e9:.1f} GFLOPs" if best.cost else "-"
         lines.append(
             f"| {quadrant} | {v.call} | **{v.recommended}** | {best.val.mean:.3f} / {best.test['acc'].mean:.3f} "
