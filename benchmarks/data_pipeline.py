@@ -73,7 +73,7 @@ def time_prepare(root: Path, out: Path) -> tuple[float, int]:
             plan = download.Plan(
                 name, DatasetUse(dataset="folder", size="small"), {"train": train, "val": 50, "test": 100}
             )
-            download.prepare_real(cfg, plan, source, out / name, pool, scans)
+            download.prepare_real(cfg, plan, source, out / name, pool, scans, held_out={})  # no source to guard
     return time.perf_counter() - started, len(np.load(out / "large_similar" / "y_train.npy"))
 
 
@@ -87,7 +87,9 @@ def time_decode_everything(root: Path) -> float:
     started = time.perf_counter()
     with prepare.worker_pool() as pool:
         for _ in range(2):  # small_similar and large_similar
-            files = [str(f) for f in source.read("train").files]
+            found = source.read("train").files
+            assert found is not None, "an image folder lists its files"
+            files = [str(f) for f in found]
             list(pool.imap(prepare._hash_files, prepare._chunks(files)))
             list(pool.imap(prepare._decode_files, [(chunk, 32) for chunk in prepare._chunks(files)]))
     return time.perf_counter() - started
@@ -137,14 +139,15 @@ def memory_child(n: int, folder: Path, in_memory: bool = False, readahead: bool 
     from transferlab.data.arrays import ImageArrayDataset
     from transferlab.training.loaders import FitData
 
-    x = open_memmap(folder / "x_train.npy", mode="w+", dtype=np.uint8, shape=(n, 32, 32, 3))
+    written = open_memmap(folder / "x_train.npy", mode="w+", dtype=np.uint8, shape=(n, 32, 32, 3))
     rng = np.random.default_rng(0)
     for start in range(0, n, 10_000):
-        x[start : start + 10_000] = rng.integers(0, 255, size=(min(10_000, n - start), 32, 32, 3), dtype=np.uint8)
-    x.flush()
-    del x
+        written[start : start + 10_000] = rng.integers(0, 255, size=(min(10_000, n - start), 32, 32, 3), dtype=np.uint8)
+    written.flush()
+    del written
     y = rng.integers(0, 10, size=n)
     np.save(folder / "y_train.npy", y)
+    x: np.ndarray
     if in_memory:
         x = np.load(folder / "x_train.npy")
     else:  # as the training stages open their training arrays
@@ -207,8 +210,8 @@ def main() -> None:
     from transferlab.data.augmentation import build_pipeline, pipeline_config
 
     console = Console()
-    with tempfile.TemporaryDirectory(prefix="transferlab-bench-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="transferlab-bench-") as tmp_name:
+        tmp = Path(tmp_name)
         started = time.perf_counter()
         make_jpegs(tmp / "jpegs", args.jpegs)
         console.print(f"made {args.jpegs} JPEGs in {time.perf_counter() - started:.1f} s")

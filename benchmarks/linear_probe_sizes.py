@@ -56,6 +56,7 @@ def main() -> None:
 
     import numpy as np
     import torch
+    from _config import config_dict
     from omegaconf import OmegaConf
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -67,7 +68,7 @@ def main() -> None:
     from transferlab.training.feature_cache import pooled_features
 
     torch.set_num_threads(args.threads)
-    model = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / f"{args.model}.yaml"))
+    model = config_dict(OmegaConf.load(REPO / "conf" / "model" / f"{args.model}.yaml"))
     model["name"] = args.model
     family = family_of(model)
     if family.imagenet is None:

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from _config import config_dict
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -43,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def data(classes: list[str], per_class: int, seed: int):
     cfg = OmegaConf.load(REPO / "conf/experiment/builtin.yaml")
-    params = render_params(OmegaConf.to_container(cfg.render), 32)
+    params = render_params(config_dict(cfg.render), 32)
     x, y = make_split("shapes", classes, per_class, [seed, 0, 0], params)
     xv, yv = make_split("shapes", classes, 50, [seed, 1, 0], params)
     transform = build_pipeline(pipeline_config(REPO, "default"))

@@ -31,8 +31,16 @@ def test_precision_auto_is_32_bit_on_cpu_and_mixed_on_gpu(monkeypatch):
     assert resolve_precision("auto", "gpu") == "bf16-mixed"
 
 
-def test_channels_last_and_compile_switches_reach_the_module(repo):
-    """Catches: switches passed to the Trainer (which rejects them) or silently dropped."""
+def test_channels_last_and_compile_switches_reach_the_module(repo, monkeypatch):
+    """Catches: switches passed to the Trainer (which rejects them) or silently dropped: `compile` must call
+    torch.compile once on the network (a spy, so no compilation runs), and not at all when off."""
+    compiled = []
+
+    def spy(fn, *args, **kwargs):
+        compiled.append(fn)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", spy)
     cfg = load_config(
         "finetune", ["regime=scratch", "trainer=cpu", "trainer.channels_last=true", "trainer.compile=true"], root=repo
     )
@@ -42,12 +50,12 @@ def test_channels_last_and_compile_switches_reach_the_module(repo):
     assert "channels_last" not in kwargs and "compile" not in kwargs and kwargs["precision"] == "32-true"
     conv = next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    assert module.net._compiled_call_impl is not None  # nn.Module.compile(): compiled in place
+    assert len(compiled) == 1  # nn.Module.compile(): compiled in place, once
     assert set(module.state_dict()) == names_before  # checkpoints keep their parameter names
     cfg_off = load_config("finetune", ["regime=scratch", "trainer.channels_last=false"], root=repo)
     plain = build_module(cfg_off, Recipe.for_regime(cfg_off, "scratch"), 5, epochs=1)
     trainer_settings(cfg_off.trainer, plain)
-    assert plain.net._compiled_call_impl is None and not plain.channels_last
+    assert len(compiled) == 1 and not plain.channels_last
 
 
 def test_cached_heads_train_on_one_device_whatever_the_trainer_says(repo):

@@ -14,7 +14,7 @@ summary = (reports / "summary.md").read_text().splitlines()
 
 def section(start: str, stop_prefixes: tuple[str, ...]) -> list[str]:
     i = next(n for n, line in enumerate(summary) if line.startswith(start))
-    out = []
+    out: list[str] = []
     for line in summary[i:]:
         if out and line.startswith(stop_prefixes):
             break
