@@ -18,14 +18,13 @@ import time
 from pathlib import Path
 
 import lightning as L
-from _config import config_dict
 from _timing import EpochTimer
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import TensorDataset
 
-from transferlab.core.config import load_config
+from transferlab.core.config import as_dict, load_config
 from transferlab.data.arrays import ImageArrayDataset
 from transferlab.datasets.synthetic import make_split, render_params
 from transferlab.training.feature_cache import pooled_features
@@ -63,7 +62,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     args = parser.parse_args()
     data_cfg = OmegaConf.load(REPO / "conf/experiment/builtin.yaml")
-    params = render_params(config_dict(data_cfg.render), 32)
+    params = render_params(as_dict(data_cfg.render), 32)
     classes = list(data_cfg.targets.small_similar.classes)
     x_val, y_val = make_split("shapes", classes, 50, [0, 1, 1], params)
     table = Table(title=f"frozen regimes: uncached vs cached features, {os.cpu_count()} CPUs")

@@ -56,19 +56,19 @@ def main() -> None:
 
     import numpy as np
     import torch
-    from _config import config_dict
     from omegaconf import OmegaConf
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from transferlab.core.config import as_dict
     from transferlab.data.arrays import ImageArrayDataset
     from transferlab.datasets.prepare import decode_bytes
     from transferlab.models import family_of, model_args
     from transferlab.training.feature_cache import pooled_features
 
     torch.set_num_threads(args.threads)
-    model = config_dict(OmegaConf.load(REPO / "conf" / "model" / f"{args.model}.yaml"))
+    model = as_dict(OmegaConf.load(REPO / "conf" / "model" / f"{args.model}.yaml"))
     model["name"] = args.model
     family = family_of(model)
     if family.imagenet is None:

@@ -25,13 +25,12 @@ import time
 from pathlib import Path
 
 import torch
-from _config import config_dict
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-from transferlab.core.config import load_config
+from transferlab.core.config import as_dict, load_config
 from transferlab.data.arrays import ImageArrayDataset, collate_images
 from transferlab.data.augmentation import build_pipeline, pipeline_config
 from transferlab.datasets.synthetic import SHAPES, make_split, render_params
@@ -44,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def data(classes: list[str], per_class: int, seed: int):
     cfg = OmegaConf.load(REPO / "conf/experiment/builtin.yaml")
-    params = render_params(config_dict(cfg.render), 32)
+    params = render_params(as_dict(cfg.render), 32)
     x, y = make_split("shapes", classes, per_class, [seed, 0, 0], params)
     xv, yv = make_split("shapes", classes, 50, [seed, 1, 0], params)
     transform = build_pipeline(pipeline_config(REPO, "default"))

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from _config import config_dict
 from _timing import EpochTimer
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, TensorDataset
 
+from transferlab.core.config import as_dict
 from transferlab.data.arrays import ImageArrayDataset, collate_images, to_tensor
 from transferlab.datasets.synthetic import SHAPES, make_split, render_params
 from transferlab.training.module import Classifier
@@ -56,7 +56,7 @@ def fit_once(
     epochs: int,
     workers: int,
 ) -> float:
-    model_cfg = config_dict(OmegaConf.load(REPO / "conf/model/small_vgg.yaml"))
+    model_cfg = as_dict(OmegaConf.load(REPO / "conf/model/small_vgg.yaml"))
     cls = ChannelsLastClassifier if channels_last else Classifier
     torch.manual_seed(0)
     module = cls(model_cfg, classes, 32, lr=1e-3, weight_decay=5e-4, epochs=epochs, backbone_lr_factor=factor)
@@ -104,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = OmegaConf.load(REPO / "conf/experiment/builtin.yaml")
-    params = render_params(config_dict(cfg.render), 32)
+    params = render_params(as_dict(cfg.render), 32)
     workloads = {
         "pretrain": (list(SHAPES[:8]), args.images // 8, 128 * args.batch_scale, 1.0),
         "finetune_all": (list(SHAPES[8:13]), 500, 64 * args.batch_scale, 0.1),
