@@ -112,3 +112,35 @@ def test_the_textbook_two_phase_tool_reports_each_phase(lite_run):
     mlflow = client(project)
     runs = mlflow.search_runs([e.experiment_id for e in mlflow.search_experiments()], "attributes.status = 'RUNNING'")
     assert runs == []
+
+
+def test_the_budgets_tool_reproduces_the_pipelines_call_on_one_quadrant(lite_run, tmp_path):
+    """tools/budgets_one_quadrant.py at the pipeline's budget and one more, on one quadrant of the finished Lite0
+    project: at the pipeline's budget its whole comparison of that quadrant (every regime's seeds, rates, race
+    seeds, the call) equals the evaluate stage's, and the other budget has a call of its own. Catches: the tool
+    drifting from the stages' protocol (a search, a seed or the race left out or done differently), which would
+    make docs/real_data.md's budgets table measure something other than the pipeline, or a run left open."""
+    import subprocess
+    import sys
+
+    from transferlab.core.artifacts import Comparison
+
+    project, _ = lite_run
+    out = tmp_path / "budgets.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools/budgets_one_quadrant.py"), str(project), "--quadrant", "small_similar"]
+        + ["--budgets", "3,6", "--out", str(out)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    made = Comparison.load(out)
+    pipeline = Comparison.load(project / "reports/evaluate/comparison.json")
+    ours, theirs = made.budgets["6"]["small_similar"], pipeline.budgets["6"]["small_similar"]
+    assert ours.model_copy(update={"num_classes": theirs.num_classes}) == theirs  # evaluate adds the class count
+    assert made.budgets["3"]["small_similar"].verdict.recommended in made.budgets["3"]["small_similar"].regimes
+    assert "**3 steps**" in done.stdout and "**6 steps**" in done.stdout, done.stdout[-2000:]
+    mlflow = client(project)
+    runs = mlflow.search_runs([e.experiment_id for e in mlflow.search_experiments()], "attributes.status = 'RUNNING'")
+    assert runs == []

@@ -107,21 +107,12 @@ def run_regime(cfg: DictConfig, regime_name: str, state_root: Path, parent: str 
             }
             workers.run([spec for spec in specs.values() if not runner.is_finished(spec)])
             for quadrant in QUADRANTS:
-                outcomes = {seed: runner.run(specs[quadrant, seed]) for seed in cfg.seeds}
-                records = {seed: outcome.record for seed, outcome in outcomes.items()}
-                keep = chosen_seed(records)
-                search = searches[quadrant]
-                budgets[str(steps)][quadrant] = QuadrantSeeds(
-                    chosen_seed=keep,
-                    seeds={str(s): r for s, r in records.items()},
-                    lr=specs[quadrant, keep].recipe.lr,
-                    variant="" if search is None else search.variant,
-                    search=search,
-                    cost=cost_of(runner, specs[quadrant, keep], records[keep]),
-                )
+                seeds = {seed: specs[quadrant, seed] for seed in cfg.seeds}
+                found, outcomes = quadrant_seeds(runner, seeds, searches[quadrant])
+                budgets[str(steps)][quadrant] = found
                 histories[quadrant] += history_rows(list(outcomes.values()))
                 if steps == headline_budget(cfg):
-                    networks[quadrant] = outcomes[keep].module
+                    networks[quadrant] = outcomes[found.chosen_seed].module
     if not runs.launched_as_global_zero():
         return
     where = ProjectPaths.of(cfg)
@@ -133,6 +124,25 @@ def run_regime(cfg: DictConfig, regime_name: str, state_root: Path, parent: str 
         RegimeResults(regime=regime_name, budgets=budgets).save(staging / RESULTS)
         save_config(cfg, staging / CONFIG)
     fitting.clear(state_root)
+
+
+def quadrant_seeds(
+    runner: CellRunner, specs: dict[int, CellSpec], search: SearchRecord | None
+) -> tuple[QuadrantSeeds, dict[int, CellOutcome]]:
+    """One regime's seeds on one quadrant at one budget (``specs``: {seed: its run}, finished or run here):
+    their records, the kept seed, its point and its counted cost."""
+    outcomes = {seed: runner.run(spec) for seed, spec in specs.items()}
+    records = {seed: outcome.record for seed, outcome in outcomes.items()}
+    keep = chosen_seed(records)
+    found = QuadrantSeeds(
+        chosen_seed=keep,
+        seeds={str(s): r for s, r in records.items()},
+        lr=specs[keep].recipe.lr,
+        variant="" if search is None else search.variant,
+        search=search,
+        cost=cost_of(runner, specs[keep], records[keep]),
+    )
+    return found, outcomes
 
 
 def cost_of(runner: CellRunner, spec: CellSpec, record: CellRecord):

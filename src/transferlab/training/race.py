@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from transferlab.analysis.verdict import call_level, comparison, contenders
-from transferlab.core.artifacts import CellRecord, RaceResults, RegimeResults, Verdict
+from transferlab.core.artifacts import CellRecord, QuadrantSeeds, RaceResults, RegimeResults, Verdict
 from transferlab.core.config import save_config
 from transferlab.core.console import progress_line
 from transferlab.core.files import staged_dir
@@ -112,40 +112,53 @@ def _race_budget(
     key = str(steps)
     added[key], looks[key] = {}, {}
     for quadrant in QUADRANTS:
-
-        def call(extra: dict[str, dict[str, CellRecord]], quadrant: str = quadrant, steps: int = steps) -> Verdict:
-            made = comparison(finetuned, {str(steps): {quadrant: extra}}, [quadrant], [steps], level, at)
-            return made.budgets[str(steps)][quadrant].verdict
-
-        def train(todo: list[tuple[str, int]], quadrant: str = quadrant, steps: int = steps) -> list[CellRecord]:
-            specs = [
-                seed_spec(cfg, r, quadrant, s, steps, finetuned[r][str(steps)][quadrant].search, stage="race")
-                for r, s in todo
-            ]
-            trainable: list[parallel.Job] = [
-                s for s in specs if not s.recipe.cache_features and not runner.is_finished(s)
-            ]
-            workers.run(trainable)
-            records = []
-            for (regime, _), spec in zip(todo, specs):
-                outcome = runner.run(spec)
-                records.append(outcome.record)
-                best = networks.get((regime, quadrant))
-                if steps == headline_budget(cfg) and (best is None or outcome.record.val_acc > best[0]):
-                    networks[regime, quadrant] = (outcome.record.val_acc, outcome.module)
-            return records
-
-        def on_look(
-            look: int, verdict: Verdict, todo: list[tuple[str, int]], quadrant: str = quadrant, steps: int = steps
-        ) -> None:
-            progress_line(
-                f"race {quadrant} b{steps}, look {look}: {verdict.reason}; adding seed "
-                f"{', '.join(f'{s} to {r}' for r, s in todo)}"
-            )
-
-        seeds_of = {r: {int(s) for s in finetuned[r][key][quadrant].seeds} for r in finetuned}
-        extra, looks[key][quadrant] = race(
-            seeds_of, call, train, int(cfg.compare.max_seeds), int(cfg.tune.seed), on_look
+        extra, looks[key][quadrant] = race_quadrant(
+            cfg, steps, quadrant, runner, workers, finetuned, level, at, networks
         )
         if extra:
             added[key][quadrant] = extra
+
+
+def race_quadrant(
+    cfg: DictConfig,
+    steps: int,
+    quadrant: str,
+    runner: CellRunner,
+    workers: parallel.Workers,
+    finetuned: dict[str, dict[str, dict[str, QuadrantSeeds]]],
+    level: float,
+    at: float,
+    networks: dict,
+) -> tuple[dict[str, dict[str, CellRecord]], list[str]]:
+    """The race on one quadrant at one budget (``finetuned``: {regime: {steps: {quadrant: its seeds}}}): the
+    records it added and the tied set at each look; at the headline budget, each raced regime's best added
+    network goes to ``networks``."""
+
+    def call(extra: dict[str, dict[str, CellRecord]]) -> Verdict:
+        made = comparison(finetuned, {str(steps): {quadrant: extra}}, [quadrant], [steps], level, at)
+        return made.budgets[str(steps)][quadrant].verdict
+
+    def train(todo: list[tuple[str, int]]) -> list[CellRecord]:
+        specs = [
+            seed_spec(cfg, r, quadrant, s, steps, finetuned[r][str(steps)][quadrant].search, stage="race")
+            for r, s in todo
+        ]
+        trainable: list[parallel.Job] = [s for s in specs if not s.recipe.cache_features and not runner.is_finished(s)]
+        workers.run(trainable)
+        records = []
+        for (regime, _), spec in zip(todo, specs):
+            outcome = runner.run(spec)
+            records.append(outcome.record)
+            best = networks.get((regime, quadrant))
+            if steps == headline_budget(cfg) and (best is None or outcome.record.val_acc > best[0]):
+                networks[regime, quadrant] = (outcome.record.val_acc, outcome.module)
+        return records
+
+    def on_look(look: int, verdict: Verdict, todo: list[tuple[str, int]]) -> None:
+        progress_line(
+            f"race {quadrant} b{steps}, look {look}: {verdict.reason}; adding seed "
+            f"{', '.join(f'{s} to {r}' for r, s in todo)}"
+        )
+
+    seeds_of = {r: {int(s) for s in finetuned[r][str(steps)][quadrant].seeds} for r in finetuned}
+    return race(seeds_of, call, train, int(cfg.compare.max_seeds), int(cfg.tune.seed), on_look)
