@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -22,7 +23,7 @@ BIN = Path(sys.executable).parent
 # x 2 seeds (3 where the race adds one), 6 optimizer steps each (a few epochs), each regime tuned on a
 # grid of 2 learning rates (finetune_all: x 2 recipes; TINY_SEARCH), plus the cut sweep. The experiment has real images
 # (scikit-learn's digits) as its different targets, so real images flow through every stage offline.
-TINY_PARAMS = {
+TINY_PARAMS: dict[str, Any] = {
     "experiment.name": "builtin_digits",
     "data.source_train_per_class": 24,
     "data.small_train_per_class": 6,
@@ -178,7 +179,7 @@ def run(project: Path, *args: str, check: bool = True, timeout: float = 600, **e
 
 
 def dvc(project: Path, *args: str, **env: str) -> str:
-    done = run(project, "dvc", *args, **env)
+    done = run(project, "dvc", *args, **env)  # type: ignore[arg-type]  # env: variables only, never check/timeout
     return done.stdout + done.stderr
 
 

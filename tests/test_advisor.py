@@ -120,10 +120,10 @@ def comparison_entry(means: dict[str, float], std: float = 0.02):
         )
 
     regimes = {r: summary(m) for r, m in means.items()}
-    winner = max(means, key=means.get)
+    winner = max(means, key=lambda r: means[r])
     verdict = Verdict(
         leader=winner,
-        ranking=sorted(means, key=means.get, reverse=True),
+        ranking=sorted(means, key=lambda r: means[r], reverse=True),
         call="clear",
         tied=[winner],
         recommended=winner,

@@ -226,7 +226,7 @@ CASES = [
 ]
 
 
-def run_stage_here(project: Path, stage: str, argv: list[str], monkeypatch) -> tuple[int, str]:
+def run_stage_here(project: Path, stage: str, argv: list[str], monkeypatch) -> tuple[int | str | None, str]:
     """Run ``python -m transferlab.<stage> *argv`` in this process; (exit code, stderr)."""
     import io
 

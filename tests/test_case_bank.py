@@ -44,7 +44,7 @@ def case(
     real: bool = False,
     **kw,
 ) -> Case:
-    best = max(val, key=val.get)
+    best = max(val, key=lambda r: val[r])
     return Case(
         case=name,
         scenario=scenario,

@@ -68,7 +68,9 @@ def test_no_value_is_defined_both_in_params_and_in_conf(repo):
     for regime in REGIMES:  # regime.<name> is merged onto conf/regime/<name>.yaml
         check(repo / "conf" / "regime" / f"{regime}.yaml", f"regime.{regime}")
     main_conf = OmegaConf.load(repo / "conf/config.yaml")
-    overlaps += [f"{k}: params.yaml and conf/config.yaml" for k in main_conf if k != "defaults" and k in params]
+    overlaps += [
+        f"{k}: params.yaml and conf/config.yaml" for k in map(str, main_conf) if k != "defaults" and k in params
+    ]
     assert not overlaps, overlaps
     for stage in ("download", "augment", "pretrain", "cut_sweep", "size_curve", "evaluate", "report"):
         assert load_config(stage, [], root=repo).stage == stage

@@ -25,6 +25,13 @@ def module_file(name: str) -> Path | None:
     return None
 
 
+def found_file(name: str) -> Path:
+    """module_file of a module known to exist."""
+    path = module_file(name)
+    assert path is not None, f"no file for module {name}"
+    return path
+
+
 def imported_modules(name: str) -> set[str]:
     """``name`` and every transferlab module it imports, transitively (package __init__ files included)."""
     seen: set[str] = set()
@@ -36,7 +43,7 @@ def imported_modules(name: str) -> set[str]:
         seen.add(current)
         parts = current.split(".")
         todo += [".".join(parts[:i]) for i in range(2, len(parts))]  # parent packages run their __init__
-        tree = ast.parse(module_file(current).read_text())
+        tree = ast.parse(found_file(current).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 todo += [alias.name for alias in node.names if alias.name.startswith("transferlab")]
@@ -51,11 +58,13 @@ def uncovered(dvc_yaml: dict) -> dict[str, list[str]]:
     found = {}
     for stage, spec in dvc_yaml["stages"].items():
         body = spec.get("do", spec)
-        module = re.search(r"python -m (transferlab\.\w+)", body["cmd"]).group(1)
+        command = re.search(r"python -m (transferlab\.\w+)", body["cmd"])
+        assert command, f"{stage}: no `python -m transferlab.<module>` in {body['cmd']!r}"
+        module = command.group(1)
         deps = [REPO / d for d in body["deps"]]
         missing = []
         for name in sorted(imported_modules(module)):
-            path = module_file(name)
+            path = found_file(name)
             if not any(path == dep or dep in path.parents for dep in deps):
                 missing.append(str(path.relative_to(REPO)))
         if missing:

@@ -96,7 +96,12 @@ def test_imagenet_weights_are_loaded_through_torchvisions_weights_api(monkeypatc
         if value.is_floating_point():
             reference[key] = torch.full_like(value, 0.5)
     seen = []
-    monkeypatch.setattr(api, "load_state_dict_from_url", lambda url, *a, **k: seen.append(url) or reference)
+
+    def load_state_dict_from_url(url, *args, **kwargs):
+        seen.append(url)
+        return reference
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", load_state_dict_from_url)
     backbone = torchvision_backbone("resnet18", weights="imagenet")
     assert seen == ["https://download.pytorch.org/models/resnet18-f37072fd.pth"]
     assert torch.all(backbone.layer1[0].conv1.weight == 0.5)

@@ -1,6 +1,8 @@
 """Each regime does exactly what docs/regimes.md says, built from conf/ as the pipeline builds it,
 for two architectures: the default small ResNet and torchvision's resnet18."""
 
+from typing import Any
+
 import lightning as L
 import numpy as np
 import pytest
@@ -295,7 +297,7 @@ def test_plateau_ends_phase_one_early_and_is_saved_in_the_checkpoint(repo):
     trainer(4, recorder).fit(module, *data())
     assert module.plan.phase2_from < 5
     assert recorder.lrs[module.plan.phase2_from]["backbone.stem"] > 0
-    checkpoint = {}
+    checkpoint: dict[str, Any] = {}
     module.on_save_checkpoint(checkpoint)
     _, other = module_for(repo, "finetune_all", *extra, epochs=6)
     other.on_load_checkpoint(checkpoint)

@@ -44,7 +44,9 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> Non
     anchor = path if wild is None else Path(*parts[:wild])
     pattern = None if wild is None else str(Path(*parts[wild:]))
     while not (path.exists() if pattern is None else any(anchor.glob(pattern))):
-        assert process.poll() is None, f"finished before {path} appeared:\n{process.stdout.read()[-3000:]}"
+        assert process.poll() is None, (
+            f"finished before {path} appeared:\n{process.stdout.read()[-3000:] if process.stdout else ''}"
+        )
         assert time.time() < deadline, f"{path} did not appear"
         time.sleep(0.02)
 
@@ -61,7 +63,8 @@ def cell_folders(state: Path) -> dict[str, Path]:
 
 def stage_pid(process: subprocess.Popen, module: str) -> int:
     """The pid of the `python -m <module>` process started (directly or by dvc) from ``process``."""
-    if f"-m {module}" in " ".join(process.args):
+    assert isinstance(process.args, list), process.args
+    if f"-m {module}" in " ".join(map(str, process.args)):
         return process.pid
     # Anchored at the start: `/bin/sh -c "python -m ..."` (how dvc may run a stage's cmd) matches an
     # unanchored pattern too, and SIGTERM to that shell orphans the stage instead of stopping it.

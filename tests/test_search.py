@@ -53,9 +53,9 @@ def test_progress_lines_name_the_rung_a_trial_stopped_at():
         grid(LRS, None), run_curves(0.01, log), epochs=10, min_epochs=3, reduction_factor=3, seed=0
     )
     rung_of = {3: 1, 9: 2}
-    pruned = [t for t in found.trials if t.pruned_at is not None]
+    pruned = [(t, at) for t in found.trials if (at := t.pruned_at) is not None]
     assert pruned and all(
-        rung_words(t, [3, 9]) == f", stopped at rung {rung_of[t.pruned_at]} of 2 (epoch {t.pruned_at})" for t in pruned
+        rung_words(t, [3, 9]) == f", stopped at rung {rung_of[at]} of 2 (epoch {at})" for t, at in pruned
     )
     assert rung_words(found.chosen, [3, 9]) == ", through all 2 rungs"
     assert rung_words(found.trials[0], []) == ""

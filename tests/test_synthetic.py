@@ -1,5 +1,6 @@
 import hashlib
 from dataclasses import replace
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -8,8 +9,9 @@ from omegaconf import OmegaConf
 from helpers import REPO
 from transferlab.datasets.synthetic import SHAPES, TEXTURES, RenderParams, make_split, render_class
 
-RENDER = OmegaConf.to_container(OmegaConf.load(REPO / "conf/experiment/builtin.yaml").render)
-P = RenderParams(image_size=32, **{k: tuple(v) if isinstance(v, list) else v for k, v in RENDER.items()})
+RENDER = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(REPO / "conf/experiment/builtin.yaml").render))
+RENDER_ARGS: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in RENDER.items()}
+P = RenderParams(image_size=32, **RENDER_ARGS)
 
 
 def digest(array: np.ndarray) -> str:

@@ -45,6 +45,7 @@ def test_screenshots_go_into_any_out_folder(tmp_path, monkeypatch, capsys):
     """Catches: `tools/ui_screenshots.py --out DIR` crashing (``relative_to``) for any folder outside the
     project, after the browser had already written the screenshot."""
     spec = importlib.util.spec_from_file_location("ui_screenshots", REPO / "tools" / "ui_screenshots.py")
+    assert spec is not None and spec.loader is not None
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
 

@@ -39,7 +39,8 @@ def test_dvc_root_anchors_the_store_outside_a_temporary_copy(repo, tmp_path, mon
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.chdir(repo)
     assert store.tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert Path(store.artifact_location("e").removeprefix("file://")) == tmp_path / "mlartifacts" / "e"
+    location = store.artifact_location("e")
+    assert location is not None and Path(location.removeprefix("file://")) == tmp_path / "mlartifacts" / "e"
 
 
 def test_retry_on_locked_database_then_gives_up_on_other_errors():
@@ -129,7 +130,7 @@ def test_a_locked_database_is_waited_for_then_one_line(tmp_path, monkeypatch):
         text=True,
     )
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
         started = time.monotonic()
         with pytest.raises(StoreError, match=f"MLflow store {db} stayed locked by another process for 2 s"):

@@ -153,8 +153,8 @@ def test_a_run_still_improving_in_the_last_third_is_flagged():
         lr=0.01,
         seeds={"0": record(0, bits(0.8, 1), curve=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.6, 0.7, 0.75, 0.8])},
     )
-    flat = seeds_at(0.5, 2, seeds=(0,))
-    entry = verdict_of({"scratch": rising, "freeze_all": flat})
+    flat_seeds = seeds_at(0.5, 2, seeds=(0,))
+    entry = verdict_of({"scratch": rising, "freeze_all": flat_seeds})
     assert entry.verdict.not_converged == ["scratch"]
     assert entry.regimes["scratch"].still_improving == {"0": [0.6, 0.8]}
     assert "Not converged: scratch" in sentence("large_similar", entry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any, cast
 
 import pytest
 import torch
@@ -15,8 +16,14 @@ from transferlab.core.errors import ConfigError
 from transferlab.models import build_backbone
 from transferlab.models._weights import backbone_from_file
 
-SMALL = {"name": "small_resnet", **OmegaConf.to_container(OmegaConf.load(REPO / "conf/model/small_resnet.yaml"))}
-RESNET18 = {"name": "resnet18", **OmegaConf.to_container(OmegaConf.load(REPO / "conf/model/resnet18.yaml"))}
+SMALL = {
+    "name": "small_resnet",
+    **cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(REPO / "conf/model/small_resnet.yaml"))),
+}
+RESNET18 = {
+    "name": "resnet18",
+    **cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(REPO / "conf/model/resnet18.yaml"))),
+}
 
 
 def random_backbone_state(seed: int = 3) -> dict[str, torch.Tensor]:
