@@ -193,6 +193,13 @@ def client(project: Path):
     return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
 
 
+def running_runs(project: Path) -> list:
+    """Runs of any experiment of the project's store still RUNNING (a run left open)."""
+    mlflow_client = client(project)
+    experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
+    return mlflow_client.search_runs(experiments, "attributes.status = 'RUNNING'")
+
+
 def experiment_runs(project: Path, filter_string: str = "") -> list:
     mlflow_client = client(project)
     experiment = mlflow_client.get_experiment_by_name(EXPERIMENT)

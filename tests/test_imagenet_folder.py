@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import REPO, STAGES, TINY_PARAMS, client, copy_project, dvc, git_commit, ran, set_params
+from helpers import REPO, STAGES, TINY_PARAMS, copy_project, dvc, git_commit, ran, running_runs, set_params
 
 pytestmark = pytest.mark.e2e
 
@@ -109,9 +109,7 @@ def test_the_textbook_two_phase_tool_reports_each_phase(lite_run):
     assert len(results) == 1, results
     history = json.loads(results[0].read_text())["record"]["val_by_epoch"]
     assert float(line.group(1)) == round(history[0], 3) and float(line.group(2)) == round(max(history[1:]), 3)
-    mlflow = client(project)
-    runs = mlflow.search_runs([e.experiment_id for e in mlflow.search_experiments()], "attributes.status = 'RUNNING'")
-    assert runs == []
+    assert running_runs(project) == []
 
 
 def test_the_budgets_tool_reproduces_the_pipelines_call_on_one_quadrant(lite_run, tmp_path):
@@ -141,6 +139,4 @@ def test_the_budgets_tool_reproduces_the_pipelines_call_on_one_quadrant(lite_run
     assert ours.model_copy(update={"num_classes": theirs.num_classes}) == theirs  # evaluate adds the class count
     assert made.budgets["3"]["small_similar"].verdict.recommended in made.budgets["3"]["small_similar"].regimes
     assert "**3 steps**" in done.stdout and "**6 steps**" in done.stdout, done.stdout[-2000:]
-    mlflow = client(project)
-    runs = mlflow.search_runs([e.experiment_id for e in mlflow.search_experiments()], "attributes.status = 'RUNNING'")
-    assert runs == []
+    assert running_runs(project) == []
