@@ -10,8 +10,7 @@ the pipeline's cell runner and the stages' own functions, in ``<workspace>`` whe
 augment` has finished (its data, image size and network). Cells' state goes to the workspace's resumable
 state folder (ProjectPaths.state), so an interrupted run resumes; their runs go to its MLflow experiment.
 Printed: the verdict sentence per budget and a markdown table of every regime at every budget (``--out``:
-also the comparison as JSON). A report,
-not the pipeline's answer: the registry and reports/ are not touched.
+also the comparison as JSON). A report, not the pipeline's answer: the registry and reports/ are not touched.
 """
 
 from __future__ import annotations
@@ -56,10 +55,9 @@ def main(argv: list[str]) -> None:
     from transferlab.core.paths import ProjectPaths
     from transferlab.tracking.runs import open_pipeline
     from transferlab.training import parallel
-    from transferlab.training.comparison import quadrant_seeds, seed_spec
+    from transferlab.training.comparison import budget_seeds
     from transferlab.training.race import race_quadrant
     from transferlab.training.runner import CellRunner
-    from transferlab.training.tuning import SearchJob
 
     cfg = load_config("finetune", ["regime=finetune_all", f"budgets=[{','.join(map(str, budgets))}]"])
     quadrant, regimes = args.quadrant, list(cfg.regimes)
@@ -73,17 +71,9 @@ def main(argv: list[str]) -> None:
     with parallel.Workers(runner, int(cfg.trainer.cell_processes)) as workers:
         for steps in budgets:
             start = time.perf_counter()
-            jobs = [SearchJob(r, quadrant, steps) for r in regimes]
-            if cfg.tune.search != "off":
-                trainable = [j for j in jobs if not cfg.regime[j.regime].cache_features]
-                workers.run([j for j in trainable if not j.run_is_kept(runner)])
-            searches = {job.regime: job.run(runner) for job in jobs}
-            specs = {(r, s): seed_spec(cfg, r, quadrant, s, steps, searches[r]) for r in regimes for s in cfg.seeds}
-            trainable_specs = [spec for spec in specs.values() if not spec.recipe.cache_features]
-            workers.run([spec for spec in trainable_specs if not runner.is_finished(spec)])
+            made_at = budget_seeds(cfg, runner, workers, [(r, quadrant) for r in regimes], steps)
             for r in regimes:
-                seeds = {s: specs[r, s] for s in cfg.seeds}
-                found[r][str(steps)] = {quadrant: quadrant_seeds(runner, seeds, searches[r])[0]}
+                found[r][str(steps)] = {quadrant: made_at[r, quadrant][0]}
             extra, _ = race_quadrant(cfg, steps, quadrant, runner, workers, found, level, at, {})
             raced[str(steps)] = {quadrant: extra}
             seconds[steps] = time.perf_counter() - start

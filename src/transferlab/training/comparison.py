@@ -89,26 +89,15 @@ def seed_spec(
 def run_regime(cfg: DictConfig, regime_name: str, state_root: Path, parent: str | None) -> None:
     """The ``finetune@<regime>`` stage's work; writes models/finetune/<regime>/ when every cell is done."""
     runner = CellRunner(cfg, state_root, parent)
-    side_by_side = cfg.trainer.cell_processes if not cfg.regime[regime_name].cache_features else 1
     budgets: dict[str, dict[str, QuadrantSeeds]] = {}
     networks: dict[str, Classifier] = {}
     histories: dict[str, list[dict]] = {q: [] for q in QUADRANTS}
-    with parallel.Workers(runner, side_by_side) as workers:
+    with parallel.Workers(runner, int(cfg.trainer.cell_processes)) as workers:
         for steps in cfg.budgets:
             budgets[str(steps)] = {}
-            jobs = [SearchJob(regime_name, q, steps) for q in QUADRANTS]
-            if cfg.tune.search != "off":
-                workers.run([job for job in jobs if not job.run_is_kept(runner)])
-            searches = {job.quadrant: job.run(runner) for job in jobs}
-            specs = {
-                (q, seed): seed_spec(cfg, regime_name, q, seed, steps, searches[q])
-                for q in QUADRANTS
-                for seed in cfg.seeds
-            }
-            workers.run([spec for spec in specs.values() if not runner.is_finished(spec)])
+            made = budget_seeds(cfg, runner, workers, [(regime_name, q) for q in QUADRANTS], steps)
             for quadrant in QUADRANTS:
-                seeds = {seed: specs[quadrant, seed] for seed in cfg.seeds}
-                found, outcomes = quadrant_seeds(runner, seeds, searches[quadrant])
+                found, outcomes = made[regime_name, quadrant]
                 budgets[str(steps)][quadrant] = found
                 histories[quadrant] += history_rows(list(outcomes.values()))
                 if steps == headline_budget(cfg):
@@ -124,6 +113,27 @@ def run_regime(cfg: DictConfig, regime_name: str, state_root: Path, parent: str 
         RegimeResults(regime=regime_name, budgets=budgets).save(staging / RESULTS)
         save_config(cfg, staging / CONFIG)
     fitting.clear(state_root)
+
+
+def budget_seeds(
+    cfg: DictConfig, runner: CellRunner, workers: parallel.Workers, pairs: list[tuple[str, str]], steps: int
+) -> dict[tuple[str, str], tuple[QuadrantSeeds, dict[int, CellOutcome]]]:
+    """Each (regime, quadrant) of ``pairs`` at ``steps``: its search, then its seeds at the chosen point
+    (``quadrant_seeds``). Every search runs before any seed; trainable searches and cells run side by side on
+    ``workers``, those on cached features (a fraction of a second each) in this process."""
+    jobs = {(r, q): SearchJob(r, q, steps) for r, q in pairs}
+    if cfg.tune.search != "off":
+        searching: list[parallel.Job] = [
+            j for j in jobs.values() if not cfg.regime[j.regime].cache_features and not j.run_is_kept(runner)
+        ]
+        workers.run(searching)
+    searches = {pair: job.run(runner) for pair, job in jobs.items()}
+    specs = {(r, q, s): seed_spec(cfg, r, q, s, steps, searches[r, q]) for r, q in pairs for s in cfg.seeds}
+    training: list[parallel.Job] = [
+        spec for spec in specs.values() if not spec.recipe.cache_features and not runner.is_finished(spec)
+    ]
+    workers.run(training)
+    return {(r, q): quadrant_seeds(runner, {s: specs[r, q, s] for s in cfg.seeds}, searches[r, q]) for r, q in pairs}
 
 
 def quadrant_seeds(
