@@ -51,6 +51,12 @@ CASES = [
         edit("params.yaml", "  my_target: {root: null}", "  my_targt: {root: null}"),
         "unknown dataset 'datasets.my_targt' in params.yaml (allowed: cifar10,",
     ),
+    (  # builtin uses no folder dataset: the misspelt key must still be refused, not ignored
+        "finetune",
+        ["regime=scratch"],
+        edit("params.yaml", "  my_target: {root: null}", "  my_target: {rooot: /data}"),
+        "unknown key 'datasets.my_target.rooot' in params.yaml (allowed: _target_, root,",
+    ),
     (
         "finetune",
         ["regime=scratch"],

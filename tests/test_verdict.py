@@ -244,3 +244,18 @@ def test_the_summary_says_what_a_ties_cheaper_recommendation_gives_up():
     assert f"[{gap.low:+.3f}, {gap.high:+.3f}]" in line and "Take `finetune_all`" in line
     assert tie_costs(one_quadrant({"finetune_all": seeds_at(0.70, 1), "scratch": seeds_at(0.695, 2)})) == []
     assert tie_costs(one_quadrant({"finetune_all": seeds_at(0.90, 1), "freeze_all": seeds_at(0.40, 2)})) == []
+
+
+def test_a_target_that_held_near_copies_carries_a_leakage_warning_in_the_sentence_and_the_note():
+    """Catches: a call on a target whose folder came with near-copies across its splits shown without the
+    warning (its scores may be optimistic), and a warning on a target without them."""
+    from transferlab.report import parent_note
+
+    made = one_quadrant({"scratch": seeds_at(0.70, 1), "finetune_all": seeds_at(0.80, 2)})
+    assert "Leakage warning" not in sentence("large_similar", made.quadrants["large_similar"])
+    assert "Leakage warning" not in parent_note(made, "The pretrained network: x")
+    made.quadrants["large_similar"].near_copies = 7
+    assert "held 7 near-copies of its own val/test images" in sentence("large_similar", made.quadrants["large_similar"])
+    assert "- large_similar: Leakage warning: this target's folder held 7 near-copies" in parent_note(
+        made, "The pretrained network: x"
+    )

@@ -40,7 +40,7 @@ from transferlab.core.paths import ProjectPaths
 from transferlab.core.preflight import prepared
 from transferlab.core.schema import DatasetUse
 from transferlab.core.stage import run_stage
-from transferlab.datasets import prepare
+from transferlab.datasets import near_copies, prepare
 from transferlab.datasets.sources import GeneratedSource
 
 SPLIT_SEED = {"train": 0, "val": 1, "test": 2}
@@ -168,11 +168,13 @@ def split_sources(plan: Plan, source) -> dict[str, str]:
     return draws_from
 
 
-def shortfall(plan: Plan, classes: list[str], src: str, draws_from: dict[str, str]):
+def shortfall(plan: Plan, classes: list[str], src: str, draws_from: dict[str, str], near_left_out=None):
     """The 'too few images' message for a class of source split ``src``: what was asked, from where, and the
-    ways out."""
+    ways out. ``near_left_out(cls)``: how many of the class's images were left out as near-copies so far."""
 
     def describe(cls: int, usable: int, fixed: list[str], open_ended: list[str]) -> str:
+        near = near_left_out(cls) if near_left_out is not None else 0
+        copies = f" ({near} more were left out as near-copies of other splits' images)" if near else ""
         asked = " + ".join(f"{plan.counts[s]} ({s})" for s in fixed)
         asked += f" + at least 1 ({open_ended[0]})" if open_ended else ""
         carved = [s for s, f in draws_from.items() if f == src and s != src]
@@ -185,8 +187,8 @@ def shortfall(plan: Plan, classes: list[str], src: str, draws_from: dict[str, st
             else ""
         )
         return (
-            f"{plan.name}: class {classes[cls]!r} has {usable} usable images in split {src} of {plan.use.dataset}, "
-            f"asked for {asked}{why}. Lower data.*_per_class, set train_per_class / val_per_class / "
+            f"{plan.name}: class {classes[cls]!r} has {usable} usable images in split {src} of {plan.use.dataset}"
+            f"{copies}, asked for {asked}{why}. Lower data.*_per_class, set train_per_class / val_per_class / "
             f"test_per_class on experiment.{plan.name}, or (for a folder with val/ but no test/) test_from: val"
         )
 
@@ -227,44 +229,75 @@ def prepare_real(
         raise prepare.problem_error(where, sorted(problems, key=lambda p: order[p.kind]), scanned)
     left_out = {(p.source, p.index): p.reason for p in problems}
 
+    hashed = near_copies.HashCache()
+    picks: dict[str, prepare.Picked] = {}
+
+    def near_left_out(src: str):
+        def count(cls: int) -> int:
+            return sum(
+                1
+                for (s, i), reason in left_out.items()
+                if s == src and reason.startswith("near copy") and class_map[scanned[src].labels[i]] == cls
+            )
+
+        return count
+
+    # Leaving a near-copy out lets the next image of the seeded order in, which may be a near-copy too: pick
+    # again until none is left. Each round leaves at least one more candidate out, so it ends (at the latest
+    # with the one-line "too few usable images"); a round decodes and hashes only images new to it (the
+    # Brain Tumor MRI folder of docs/data.md: about 0.4 s a round).
+    while True:
+        picks = {
+            src: prepare.pick_and_decode(
+                found,
+                np.asarray([i for i in chosen[src] if (src, int(i)) not in left_out], dtype=np.int64),
+                class_map,
+                {split: plan.counts[split] for split in SPLITS if draws_from[split] == src},
+                [cfg.seed or 0, DATASETS.index(plan.name), SPLIT_SEED[src]],
+                size,
+                policy,
+                pool,
+                where,
+                shortfall(plan, classes, src, draws_from, near_left_out(src)),
+                picks.get(src),
+            )
+            for src, found in scanned.items()
+        }
+        placed = {
+            split: [(src, i) for src, picked in picks.items() for i in picked.rows.get(split, [])] for split in SPLITS
+        }
+        leaks, reported = near_copy_leaks(placed, picks, scanned, hashed)
+        if not leaks:
+            break
+        if policy == "fail":
+            raise prepare.problem_error(where, leaks, scanned)
+        left_out.update({(p.source, p.index): p.reason for p in leaks})
+
     folder.mkdir(parents=True)
     manifest: list[dict] = []
     images: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
     labels: dict[str, list[int]] = {split: [] for split in SPLITS}
+    at: dict[tuple[str, int], tuple[str, int]] = {}
+    for split in SPLITS:
+        for row, (src, i) in enumerate(placed[split]):
+            images[split].append(picks[src].images[i])
+            labels[split].append(int(class_map[scanned[src].labels[i]]))
+            at[src, i] = (split, row)
     for src, found in scanned.items():
-        usable = np.asarray([i for i in chosen[src] if (src, int(i)) not in left_out], dtype=np.int64)
-        wanted = {split: plan.counts[split] for split in SPLITS if draws_from[split] == src}
-        seed_words = [cfg.seed or 0, DATASETS.index(plan.name), SPLIT_SEED[src]]
-        picked = prepare.pick_and_decode(
-            found,
-            usable,
-            class_map,
-            wanted,
-            seed_words,
-            size,
-            policy,
-            pool,
-            where,
-            shortfall(plan, classes, src, draws_from),
-        )
-        placed: dict[int, tuple[str, int | str]] = {}
-        for split, positions in picked.rows.items():
-            for row, i in enumerate(positions):
-                images[split].append(picked.images[i])
-                labels[split].append(int(class_map[found.labels[i]]))
-                placed[i] = (split, row)
-        left_out.update({(src, i): reason for i, reason in picked.bad.items()})
+        left_out.update({(src, i): reason for i, reason in picks[src].bad.items()})
         for position in chosen[src]:
             i = int(position)
-            in_split, at_row = placed.get(i, ("", ""))
+            in_split, at_row = at.get((src, i), ("", ""))
             manifest.append(
                 {
                     "file": found.keys[i],
                     "sha256": found.digests[i],
+                    "phash": phash_text(picks[src].images[i], (src, i), hashed) if in_split else "",
                     "label": all_classes[int(found.labels[i])],
                     "split": in_split,
                     "index": at_row,
                     "left_out": left_out.get((src, i), "" if in_split else "not picked"),
+                    "near_copy": reported.get((src, i), ""),
                 }
             )
     for split in SPLITS:
@@ -272,15 +305,74 @@ def prepare_real(
     prepare.write_manifest(folder, manifest)
     ignored = sum(found.raw.ignored for found in scanned.values())
     skipped = sum(1 for row in manifest if row["left_out"] and row["left_out"] != "not picked")
+    near = sum(1 for row in manifest if row["left_out"].startswith("near copy"))
     return {
         "classes": classes,
         "extra": {
             "left_out": skipped,
             "ignored_files": ignored,
+            "near_copies": near,
             "splits_drawn_from": draws_from,
             "test_from": plan.use.test_from,
         },
     }
+
+
+def phash_text(image: np.ndarray, member: tuple[str, int], hashed: near_copies.HashCache) -> str:
+    """The manifest's ``phash``: 16 hex digits, or "" for a featureless image (not compared)."""
+    return "" if near_copies.featureless(image) else near_copies.to_hex(hashed.plain(image, member))
+
+
+def near_copy_leaks(
+    placed: dict[str, list[tuple[str, int]]], picks: dict, scanned: dict, hashed: near_copies.HashCache
+) -> tuple[list[prepare.Problem], dict[tuple[str, int], str]]:
+    """Near-copies among one dataset's picked images. Across splits they are leakage: the evaluation side
+    (test, then val) keeps its image and the other one is a problem. Within a split they are reported
+    (``near_copy`` in the manifest: an augmented training set is made of them), not refused."""
+    order = sorted(SPLITS, key=lambda s: prepare.EVALUATION_FIRST[s])
+
+    def key(member: tuple[str, int]) -> str:
+        return scanned[member[0]].keys[member[1]]
+
+    placed = {
+        s: [m for m in members if not near_copies.featureless(picks[m[0]].images[m[1]])]
+        for s, members in placed.items()
+    }
+
+    def image(member: tuple[str, int]) -> np.ndarray:
+        return picks[member[0]].images[member[1]]
+
+    plain = {s: np.asarray([hashed.plain(image(m), m) for m in placed[s]], np.uint64) for s in SPLITS}
+    pictures = {s: [image(m) for m in placed[s]] for s in SPLITS}
+    problems: list[prepare.Problem] = []
+    reported: dict[tuple[str, int], str] = {}
+    dropped: set[tuple[str, int]] = set()
+    for n, first in enumerate(order[:-1]):
+        variants = hashed.variants(pictures[first], placed[first])
+        for later in order[n + 1 :]:
+            candidates = near_copies.near_pairs(variants, plain[later])
+            for pair in near_copies.confirm(candidates, pictures[first], pictures[later]):
+                member = placed[later][pair.reference]
+                if member not in dropped:
+                    dropped.add(member)
+                    problems.append(
+                        prepare.Problem(
+                            "near_copy",
+                            member[0],
+                            member[1],
+                            f"near copy: {pair.distance} bits, {pair.grey} grey levels from "
+                            f"{key(placed[first][pair.query])} in split {first}",
+                        )
+                    )
+    for split in SPLITS:
+        members = placed[split]
+        candidates = near_copies.near_pairs(hashed.variants(pictures[split], members), plain[split], same_set=True)
+        for pair in near_copies.confirm(candidates, pictures[split], pictures[split]):
+            a, b = members[pair.query], members[pair.reference]
+            how = f"{pair.distance} bits, {pair.grey} grey levels"
+            reported.setdefault(a, f"{how} from {key(b)} (same split, kept)")
+            reported.setdefault(b, f"{how} from {key(a)} (same split, kept)")
+    return problems, reported
 
 
 def prepare_one(cfg: DictConfig, plan: Plan, source, staging: Path, pool, scans, held_out: dict[str, str]) -> dict:
@@ -289,17 +381,23 @@ def prepare_one(cfg: DictConfig, plan: Plan, source, staging: Path, pool, scans,
 
 
 def check_source_holds_no_evaluation_image(cfg, todo, source_plan, sources, staging, pool, scans, made_by) -> None:
-    """The targets' val and test images must not be source images: if any is, the source is prepared again
-    with them as problems (fail: stop, naming them; skip: others take their place)."""
+    """The targets' val and test images, and near-copies of them, must not be source images: if any is, the
+    source is prepared again with them as problems (fail: stop, naming them; skip: others take their
+    place, which are checked in turn)."""
     held_out: dict[str, str] = {}
-    for plan in todo:
-        if plan is not source_plan:
-            held_out.update(prepare.evaluation_digests(plan.name, staging / plan.name))
-    if any(row["sha256"] in held_out for row in prepare.read_manifest(staging / "source")):
-        # Only then is the source prepared again: the common case costs one manifest read.
+    targets = [plan.name for plan in todo if plan is not source_plan]
+    for name in targets:
+        held_out.update(prepare.evaluation_digests(name, staging / name))
+    again = any(row["sha256"] in held_out for row in prepare.read_manifest(staging / "source"))
+    while True:  # each round holds out at least one more source file: it ends
+        near = {k: v for k, v in prepare.near_copies_in_source(staging, targets).items() if k not in held_out}
+        if not (again or near):
+            return  # the common case: one manifest read and one comparison of hashes
+        held_out.update(near)
         shutil.rmtree(staging / "source")
         source = sources[source_plan.use.dataset]
         made_by["source"] = prepare_one(cfg, source_plan, source, staging, pool, scans, held_out)
+        again = False  # the exact copies are left out now; the new picks may hold other near-copies
 
 
 def no_source_card(cfg: DictConfig) -> DatasetCard:

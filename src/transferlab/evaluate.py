@@ -48,7 +48,9 @@ def evaluate_winners(cfg, verdicts, parent: str | None) -> None:
     with staged_dir(where.evaluation) as staging:
         for steps in verdicts.budgets:
             for quadrant, other in verdicts.budgets[steps].items():
-                other.num_classes = len(DatasetCard.load(where.card(quadrant)).classes)
+                card = DatasetCard.load(where.card(quadrant))
+                other.num_classes = len(card.classes)
+                other.near_copies = card.near_copies or None
         for quadrant, entry in verdicts.quadrants.items():
             verdict = entry.verdict
             winner, seed = verdict.recommended, verdict.chosen_seed

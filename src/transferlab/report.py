@@ -699,6 +699,8 @@ def parent_note(comparison: Comparison, source_line: str) -> str:
     UI cannot resolve an artifact's relative path in a note); ``<`` and ``>`` escaped (the UI renders HTML)."""
     import html
 
+    from transferlab.analysis.verdict import leakage_warning
+
     lines = [
         "# Which transfer regime should you use?",
         "",
@@ -718,10 +720,13 @@ def parent_note(comparison: Comparison, source_line: str) -> str:
             f"| {lead} | {cost} |"
         )
     lines += ["", *[f"- {quadrant}: {entry.verdict.reason}" for quadrant, entry in comparison.items()]]
+    warned = [f"- {q}: {leakage_warning(e.near_copies)}." for q, e in comparison.items() if e.near_copies]
+    lines += ["", *warned] if warned else []
     lines += ["", source_line]
     note = html.escape("\n".join(lines), quote=False)
     if len(note) > NOTE_LIMIT:  # many quadrants: the table stays, the sentences go (they are in the summary)
-        note = html.escape("\n".join(lines[: 6 + len(comparison.quadrants)] + ["", source_line]), quote=False)
+        kept = lines[: 6 + len(comparison.quadrants)] + (["", *warned] if warned else [])
+        note = html.escape("\n".join(kept + ["", source_line]), quote=False)
     return note[:NOTE_LIMIT]
 
 
@@ -776,6 +781,8 @@ def log_verdict(
                 f"{quadrant}.course_note_rank": str(v.course_note_rank),
             }
         )
+        if entry.near_copies:
+            tags[f"{quadrant}.leakage_warning"] = f"{entry.near_copies} near-copies across its splits left out"
         for regime, s in entry.regimes.items():
             if s.lr is not None:
                 params[f"chosen_lr.{quadrant}.{regime}"] = s.lr

@@ -273,4 +273,15 @@ def sentence(quadrant: str, entry: QuadrantComparison) -> str:
             f". Not converged: {', '.join(v.not_converged)} still improved over the last third of the budget, "
             f"so the call may change with a larger budget"
         )
+    if entry.near_copies:
+        text += f". {leakage_warning(entry.near_copies)}"
     return text + "."
+
+
+def leakage_warning(near_copies: int) -> str:
+    """The warning beside a call whose target folder held near-copies across its own splits."""
+    return (
+        f"Leakage warning: this target's folder held {near_copies} near-copies of its own val/test images in "
+        f"another split (left out by download: manifest.csv); copies the check cannot see (rotated by a few "
+        f"degrees, re-framed, recoloured) may remain, so its scores may be optimistic"
+    )

@@ -100,7 +100,7 @@ class DatasetCard(Artifact):
     """A prepared dataset: classes, counts per split and class, checksums of its files, where it came from."""
 
     PRODUCER: ClassVar[str] = "download"
-    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"splits_drawn_from", "test_from"})
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"splits_drawn_from", "test_from", "near_copies"})
 
     name: str
     classes: list[str]
@@ -116,6 +116,9 @@ class DatasetCard(Artifact):
     ignored_files: int
     splits_drawn_from: dict[str, str] | None = None
     test_from: str | None = None
+    # Images left out (on_bad_image=skip) as near-copies of an image in another of its splits: the folder
+    # came with copies across its splits (datasets/near_copies.py). None: generated data, not checked.
+    near_copies: int | None = None
 
     @property
     def dataset(self) -> str | None:
@@ -400,11 +403,14 @@ class Verdict(Record):
 
 
 class QuadrantComparison(Record):
-    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"num_classes"})
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"num_classes", "near_copies"})
 
     regimes: dict[str, RegimeSummary]
     verdict: Verdict
     num_classes: int | None = None
+    # The target's DatasetCard.near_copies when it is not 0: its folder came with copies across its splits
+    # (left out, but copies the check cannot see may remain): the verdict carries a leakage warning.
+    near_copies: int | None = None
 
 
 class Comparison(Artifact):

@@ -208,13 +208,17 @@ def load_params(root: Path, overrides: list[tuple[str, Any]] | None = None) -> t
     typed_params = typed(params, schema.Params, "params.yaml")
     experiment_defaults(root, typed_params)
     schema.check_params(typed_params, options(root, "regime"), options(root, "dataset"))
+    # Every entry, not only the experiment's datasets: a typo under one that is unused today would
+    # otherwise pass in silence and surface only when an experiment picks that dataset.
+    for name in typed_params.datasets:
+        dataset_file(root, typed_params, name)
     return typed_params, late
 
 
 def experiment_defaults(root: Path, params: DictConfig) -> None:
     """The keys of ``schema.EXPERIMENT_SETTINGS`` that params.yaml leaves null take the experiment's
     ``settings``, else the schema's default (small_resnet trained here at 32 px; my_folder sets the ImageNet
-    network at 96 px). A key set in params.yaml (or on the command line) wins over the experiment."""
+    network at 64 px). A key set in params.yaml (or on the command line) wins over the experiment."""
     name = check_option(root, "experiment", params.experiment.name)
     where = f"conf/experiment/{name}.yaml"
     # Composed (an experiment may build on another through its Hydra defaults list); the other groups'

@@ -207,7 +207,7 @@ class Scans:
 
 @dataclass
 class Problem:
-    kind: str  # conflict | duplicate | leakage | overlap | bad
+    kind: str  # conflict | duplicate | leakage | overlap | bad | near_copy
     source: str  # the source split
     index: int
     reason: str
@@ -253,17 +253,19 @@ PROBLEM_WORDS = {
     "leakage": "images that are also in another split (leakage)",
     "bad": "image files that do not decode or are no real example (flat, tiny)",
     "overlap": "source images that are also in a target's val or test split (its transfer scores would be inflated)",
+    "near_copy": "near-copies (resized, re-encoded, mirrored or turned) of an image in another split (leakage)",
 }
 
 
 def overlap_problems(
     scans: dict[str, Scanned], chosen: dict[str, np.ndarray], held_out: dict[str, str]
 ) -> list[Problem]:
-    """Source candidates whose content is a target's val or test image (``held_out``: sha256 -> where).
+    """Source candidates whose content is a target's val or test image, or a near-copy of one
+    (``held_out``: the source file's sha256 -> how and where).
     Pretraining on them puts the target's evaluation images in the pretrained network; under ``skip``
     they are left out of the source (the evaluation side keeps its copy)."""
     return [
-        Problem("overlap", src, int(i), f"overlap: same content as {held_out[found.digests[i]]}")
+        Problem("overlap", src, int(i), f"overlap: {held_out[found.digests[i]]}")
         for src, found in scans.items()
         for i in chosen[src]
         if int(i) not in found.unreadable and found.digests[i] in held_out
@@ -271,9 +273,9 @@ def overlap_problems(
 
 
 def evaluation_digests(name: str, folder: Path) -> dict[str, str]:
-    """sha256 -> "<name> <split> image <file>" of a prepared target's val and test images."""
+    """sha256 -> "same content as <name> <split> image <file>" of a prepared target's val and test images."""
     return {
-        row["sha256"]: f"{name} {row['split']} image {row['file']}"
+        row["sha256"]: f"same content as {name} {row['split']} image {row['file']}"
         for row in read_manifest(folder)
         if row["split"] in ("val", "test")
     }
@@ -284,19 +286,78 @@ def read_manifest(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-OVERLAP_COLUMNS = ["target", "target_file", "source_file", "sha256"]
+OVERLAP_COLUMNS = ["target", "target_file", "source_file", "sha256", "bits", "grey"]
+
+
+def kept_images(folder: Path, splits: tuple[str, ...]) -> tuple[list[dict[str, str]], list[np.ndarray]]:
+    """A prepared dataset's manifest rows in ``splits`` with a perceptual hash, and their images."""
+    rows = [r for r in read_manifest(folder) if r["split"] in splits and r.get("phash")]
+    arrays = {s: np.load(folder / f"x_{s}.npy", mmap_mode="r") for s in splits}
+    return rows, [np.asarray(arrays[r["split"]][int(r["index"])]) for r in rows]
 
 
 def train_overlaps(staging: Path, targets: list[str]) -> list[dict[str, str]]:
-    """Target training images whose content is a source training image (reported, not refused: the
-    target's own scores stay honest, but the target learned nothing new from them)."""
-    source = {row["sha256"]: row["file"] for row in read_manifest(staging / "source") if row["split"] == "train"}
-    return [
-        {"target": name, "target_file": row["file"], "source_file": source[row["sha256"]], "sha256": row["sha256"]}
+    """Target training images whose content is a source training image, or a near-copy of one (reported,
+    not refused: the target's own scores stay honest, but the target learned nothing new from them)."""
+    from transferlab.datasets import near_copies
+
+    source_rows = read_manifest(staging / "source")
+    source = {row["sha256"]: row["file"] for row in source_rows if row["split"] == "train"}
+    rows = [
+        {
+            "target": name,
+            "target_file": row["file"],
+            "source_file": source[row["sha256"]],
+            "sha256": row["sha256"],
+            "bits": "0",
+            "grey": "0.0",
+        }
         for name in targets
         for row in read_manifest(staging / name)
         if row["split"] == "train" and row["sha256"] in source
     ]
+    known, images = kept_images(staging / "source", ("train",))
+    if not known:  # generated source data has no perceptual hashes
+        return rows
+    hashes = np.asarray([near_copies.from_hex(r["phash"]) for r in known], dtype=np.uint64)
+    for name in targets:
+        target_rows, target_images = kept_images(staging / name, ("train",))
+        for pair in near_copies.find(target_images, images, hashes):
+            row = target_rows[pair.query]
+            if row["sha256"] not in source:
+                rows.append(
+                    {
+                        "target": name,
+                        "target_file": row["file"],
+                        "source_file": known[pair.reference]["file"],
+                        "sha256": row["sha256"],
+                        "bits": str(pair.distance),
+                        "grey": str(pair.grey),
+                    }
+                )
+    return rows
+
+
+def near_copies_in_source(staging: Path, targets: list[str]) -> dict[str, str]:
+    """The source's kept images that are near-copies of a target's val or test image: source sha256 -> how
+    and where (``held_out`` for preparing the source again)."""
+    from transferlab.datasets import near_copies
+
+    known, images = kept_images(staging / "source", SPLITS)
+    found: dict[str, str] = {}
+    if not known:
+        return found
+    hashes = np.asarray([near_copies.from_hex(r["phash"]) for r in known], dtype=np.uint64)
+    for name in targets:
+        target_rows, target_images = kept_images(staging / name, ("val", "test"))
+        for pair in near_copies.find(target_images, images, hashes):
+            row = target_rows[pair.query]
+            found.setdefault(
+                known[pair.reference]["sha256"],
+                f"a near copy ({pair.distance} bits, {pair.grey} grey levels) of {name} {row['split']} image "
+                f"{row['file']}",
+            )
+    return found
 
 
 def write_overlaps(path: Path, rows: list[dict[str, str]]) -> None:
@@ -378,10 +439,12 @@ def pick_and_decode(
     pool,
     where: str,
     describe_shortfall,
+    known: Picked | None = None,
 ) -> Picked:
     """Per class, take the usable candidates in a seeded order: the first ones for the fixed-count splits
     (test, then val, then train), the rest for a split that takes "all the rest" (None). Decode only those;
-    a bad image is replaced by the next candidate (``skip``) or stops everything (``fail``)."""
+    a bad image is replaced by the next candidate (``skip``) or stops everything (``fail``). ``known``: an
+    earlier pick of the same source split, whose decoded (and bad) images are not decoded again."""
     open_ended = [s for s, n in wanted.items() if n is None]
     if len(open_ended) > 1:
         raise ConfigError(
@@ -412,6 +475,10 @@ def pick_and_decode(
             todo += take
         if not todo:
             break
+        if known is not None:
+            images.update({i: known.images[i] for i in todo if i in known.images})
+            bad.update({i: known.bad[i] for i in todo if i in known.bad})
+            todo = [i for i in todo if i not in known.images and i not in known.bad]
         decoded, failed = _decode(scanned, todo, size, pool)
         if failed and policy == "fail":
             first = sorted(failed)
@@ -460,7 +527,7 @@ def write_arrays(folder: Path, split: str, images: np.ndarray, labels: np.ndarra
     np.save(folder / f"y_{split}.npy", np.ascontiguousarray(labels[rows], dtype=np.int64))
 
 
-MANIFEST_COLUMNS = ["file", "sha256", "label", "split", "index", "left_out"]
+MANIFEST_COLUMNS = ["file", "sha256", "phash", "label", "split", "index", "left_out", "near_copy"]
 
 
 def write_manifest(folder: Path, rows: list[dict]) -> None:
