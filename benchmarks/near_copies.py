@@ -146,7 +146,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.across:
-        across(*args.across, args.images, args.sizes[0], args.seed, args.montage)
+        across(args.across[0], args.across[1], args.images, args.sizes[0], args.seed, args.montage)
         return
     if args.folder is None:
         parser.error("give a folder, or --across EVALUATION TRAINING")

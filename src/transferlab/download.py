@@ -41,7 +41,7 @@ from transferlab.core.preflight import prepared
 from transferlab.core.schema import DatasetUse
 from transferlab.core.stage import run_stage
 from transferlab.datasets import near_copies, prepare
-from transferlab.datasets.sources import GeneratedSource
+from transferlab.datasets.sources import GeneratedSource, shown
 
 SPLIT_SEED = {"train": 0, "val": 1, "test": 2}
 
@@ -103,6 +103,26 @@ def build_sources(cfg: DictConfig, root: Path, names: list[str]) -> dict:
                 raise ConfigError(f"dataset {name}: {cause}") from None
             raise ConfigError(f"conf/dataset/{name}.yaml: {str(err).strip().splitlines()[0]}") from None
     return sources
+
+
+def check_source_is_not_a_target(todo: list[Plan], sources: dict) -> None:
+    """The source and a target that are one folder under two dataset names: every target image would be a
+    source image, each reported as an overlap (1,352 lines on a real folder) without saying why."""
+
+    def folder(plan: Plan) -> str | None:
+        root = getattr(sources[plan.use.dataset], "root", None)
+        return os.path.realpath(root) if root else None
+
+    source = next((plan for plan in todo if plan.name == "source"), None)
+    if source is None or folder(source) is None:
+        return
+    for plan in todo:
+        if plan is not source and plan.use.dataset != source.use.dataset and folder(plan) == folder(source):
+            raise ConfigError(
+                f"the source ({source.use.dataset}) and target {plan.name} ({plan.use.dataset}) are the same folder "
+                f"{shown(str(folder(source)))}: pretraining on it would see the target's test images (point one "
+                f"of them at another folder)"
+            )
 
 
 def check_classes(plan: Plan, source) -> list[str] | None:
@@ -302,9 +322,14 @@ def prepare_real(
             )
     for split in SPLITS:
         prepare.write_split(folder, split, images[split], np.asarray(labels[split], dtype=np.int64), size)
+    for found in scanned.values():  # dangling and looping links: named, never silently gone
+        manifest += [
+            {"file": shown(key), "sha256": "", "label": "", "split": "", "index": "", "left_out": reason}
+            for key, reason in found.raw.unusable or []
+        ]
     prepare.write_manifest(folder, manifest)
-    ignored = sum(found.raw.ignored for found in scanned.values())
-    skipped = sum(1 for row in manifest if row["left_out"] and row["left_out"] != "not picked")
+    ignored = sum(found.raw.ignored + len(found.raw.unusable or []) for found in scanned.values())
+    skipped = sum(1 for row in manifest if row["sha256"] and row["left_out"] and row["left_out"] != "not picked")
     near = sum(1 for row in manifest if row["left_out"].startswith("near copy"))
     return {
         "classes": classes,
@@ -475,6 +500,7 @@ def main(argv: list[str]) -> None:
     root = project_root()
     todo = plans(cfg)
     sources = build_sources(cfg, root, list(dict.fromkeys(plan.use.dataset for plan in todo)))
+    check_source_is_not_a_target(todo, sources)
     for plan in todo:
         if isinstance(sources[plan.use.dataset], GeneratedSource) or plan.use.classes is not None:
             check_classes(plan, sources[plan.use.dataset])

@@ -40,6 +40,7 @@ from PIL import Image, ImageOps
 from transferlab.core.artifacts import DatasetCard
 from transferlab.core.errors import ConfigError
 from transferlab.core.names import SPLITS
+from transferlab.datasets.sources import shown
 
 SHOWN = 5
 CHUNK = 256
@@ -176,7 +177,7 @@ def scan(raw, split: str, root: Path | None, pool) -> Scanned:
     if raw.files is not None:
         paths = [str(p) for p in raw.files]
         hashed = [pair for chunk in _imap(pool, _hash_files, _chunks(paths)) for pair in chunk]
-        keys = [os.path.relpath(p, root) if root is not None else p for p in paths]
+        keys = [shown(os.path.relpath(p, root) if root is not None else p) for p in paths]
         unreadable = {i: error for i, (_, error) in enumerate(hashed) if error}
         return Scanned(raw, keys, [digest for digest, _ in hashed], raw.labels, unreadable)
     digests = [

@@ -47,6 +47,9 @@ class RawSplit:
     files: list[Path] | None = None  # image files to decode, or
     images: Any = None  # N images in memory: (N,H,W[,C]) uint8 or a sequence of PIL images
     ignored: int = 0  # files skipped by name (``ignore`` patterns), reported in the card
+    # Entries that are not images and not ignored by name, with the reason (a dangling or looping link):
+    # listed in the manifest, counted in the card.
+    unusable: list[tuple[str, str]] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -187,6 +190,56 @@ def _class_folders(folder: Path, patterns: Sequence[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not _ignored(p.name, patterns))
 
 
+# Top-level folder names read as splits, matched case-insensitively.
+SPLIT_SPELLINGS = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation"),
+    "test": ("test", "testing"),
+}
+
+
+def split_of(name: str) -> str | None:
+    """The split a top-level folder name spells (``TRAIN``, ``Validation``, ...), or None."""
+    return next((split for split, names in SPLIT_SPELLINGS.items() if name.lower() in names), None)
+
+
+def shown(name: str) -> str:
+    """A file name as text that survives a CSV cell and a one-line error: bytes that are not UTF-8 (a
+    name Python holds with surrogate escapes) as \\xNN, control characters (a newline) as \\n, \\x1b."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def walk_images(class_dir: Path, patterns: Sequence[str]) -> tuple[list[Path], int, list[tuple[str, str]]]:
+    """Every file under ``class_dir`` at any depth, linked folders followed (each real folder once, so a
+    link that loops is named, not followed forever): (files, how many were ignored by name, unusable
+    entries with the reason)."""
+    files: list[Path] = []
+    ignored = 0
+    unusable: list[tuple[str, str]] = []
+    seen = {os.path.realpath(class_dir)}
+    for folder, dirs, names in os.walk(class_dir, followlinks=True):
+        here = Path(folder)
+        kept = []
+        for d in sorted(dirs):
+            real = os.path.realpath(here / d)
+            if real in seen:
+                unusable.append((str(here / d), f"a link to a folder already read ({shown(real)}): not followed"))
+            else:
+                seen.add(real)
+                kept.append(d)
+        dirs[:] = kept
+        for name in sorted(names):
+            path = here / name
+            if _ignored(name, patterns) or any(_ignored(part, patterns) for part in path.relative_to(class_dir).parts):
+                ignored += 1
+            elif not path.exists():
+                unusable.append((str(path), f"a link to nothing ({shown(os.readlink(path))})"))
+            else:
+                files.append(path)
+    return sorted(files), ignored, unusable
+
+
 class ImageFolderSource:
     """A user's folder: ``root/<class>/*`` (one pool, split by the download stage, seeded and
     stratified) or ``root/{train,val,test}/<class>/*`` (its own splits; val/test optional).
@@ -207,14 +260,38 @@ class ImageFolderSource:
         self._scan()
 
     def _scan(self) -> None:
+        if self.root is not None and self.root.exists() and not self.root.is_dir():
+            raise DatasetUnavailable(
+                f"image folder {shown(str(self.root))} is a file, not a folder (expected root/<class>/* or "
+                f"root/{{train,val,test}}/<class>/*)"
+            )
         if self.root is None or not self.root.is_dir():
             raise DatasetUnavailable(
                 f"image folder {self.root} not found (expected root/<class>/* or root/{{train,val,test}}/<class>/*)"
             )
         top = [p.name for p in _class_folders(self.root, self.ignore)]
-        if "train" in top and set(top) <= set(SPLITS):
-            self.splits = tuple(s for s in SPLITS if s in top)
-            self._split_roots = {s: self.root / s for s in self.splits}
+        spelled = {name: split_of(name) for name in top}
+        splits = [name for name in top if spelled[name]]
+        others = [name for name in top if not spelled[name]]
+        if splits and others:
+            raise ConfigError(
+                f"{self.root}: top-level folders {splits} are split names and {others} are not: which is meant? "
+                f"Use root/<split>/<class>/* (move {others} into the splits or out of root) or root/<class>/* "
+                f"(rename {splits})"
+            )
+        for split in SPLITS:
+            spellings = [name for name in splits if spelled[name] == split]
+            if len(spellings) > 1:
+                raise ConfigError(f"{self.root}: folders {spellings} all name split {split} (keep one)")
+        if splits and "train" not in spelled.values():
+            raise ConfigError(
+                f"{self.root}: split folders {splits} but none for train (allowed: "
+                f"{', '.join(SPLIT_SPELLINGS['train'])}, any case)"
+            )
+        if splits:
+            by_split = {spelled[name]: name for name in splits}
+            self.splits = tuple(s for s in SPLITS if s in by_split)
+            self._split_roots = {s: self.root / by_split[s] for s in self.splits}
         else:
             self.splits = ("train",)  # one pool: val/test are carved out of it
             self._split_roots = {"train": self.root}
@@ -231,21 +308,24 @@ class ImageFolderSource:
         self.classes = reference
 
     def read(self, split: str) -> RawSplit:
-        files, labels, ignored = [], [], 0
+        files: list[Path] = []
+        labels: list[int] = []
+        ignored = 0
+        unusable: list[tuple[str, str]] = []
         for index, class_dir in enumerate(_class_folders(self._split_roots[split], self.ignore)):
-            found = 0
-            for path in sorted(class_dir.rglob("*")):
-                if any(_ignored(part, self.ignore) for part in path.relative_to(class_dir).parts):
-                    ignored += path.is_file()
-                elif path.is_file():
-                    files.append(path)
-                    labels.append(index)
-                    found += 1
-            if found == 0:
+            found, skipped, bad = walk_images(class_dir, self.ignore)
+            ignored += skipped
+            unusable += [(os.path.relpath(path, self.root), reason) for path, reason in bad]
+            if not found:
                 raise ConfigError(
-                    f"empty class folder {class_dir} (every class needs images: add some or remove the folder)"
+                    f"empty class folder {shown(str(class_dir))}: no files at any depth (every class needs images: "
+                    f"add some or remove the folder)"
                 )
-        return RawSplit(list(self.classes), np.asarray(labels, dtype=np.int64), files=files, ignored=ignored)
+            files += found
+            labels += [index] * len(found)
+        return RawSplit(
+            list(self.classes), np.asarray(labels, dtype=np.int64), files=files, ignored=ignored, unusable=unusable
+        )
 
 
 # --------------------------------------------------------------------------- archives
