@@ -91,7 +91,7 @@ def time_decode_everything(root: Path) -> float:
             assert found is not None, "an image folder lists its files"
             files = [str(f) for f in found]
             list(pool.imap(prepare._hash_files, prepare._chunks(files)))
-            list(pool.imap(prepare._decode_files, [(chunk, 32) for chunk in prepare._chunks(files)]))
+            list(pool.imap(prepare._decode_files, [(chunk, 32, None) for chunk in prepare._chunks(files)]))
     return time.perf_counter() - started
 
 

@@ -123,3 +123,18 @@ def test_a_root_that_is_a_file_and_a_source_that_is_a_target_get_their_own_line(
     )
     text = one_line_error()
     assert "the source (pool) and target small_similar (again) are the same folder" in text
+
+
+def test_a_strip_is_refused_by_the_aspect_limit_and_null_takes_all_training_images(project, tmp_path):
+    """Catches: a 400x20 strip centre-cropped to a sliver without a word, and data.large_train_per_class=null
+    (which the experiment files promise means "all the rest") failing the schema."""
+    from PIL import Image
+
+    root = image_folder(tmp_path / "pool", per_class=14, classes=("a", "b"))
+    Image.new("RGB", (400, 20), (10, 200, 30)).save(root / "a" / "strip.png")
+    use_datasets(project, {"pool": folder_dataset(root)}, "pool", "pool")
+    text = one_line_error()
+    assert "a/strip.png (degenerate: 400x20 px, a strip (aspect ratio 20 beyond data.max_aspect_ratio 8))" in text
+    run("data.on_bad_image=skip", "data.large_train_per_class=null")
+    assert card(project, "large_similar")["counts"]["train"] == 2 * 14 - 4 - 4, "all but val and test"
+    assert "data.max_aspect_ratio=0.5 is not allowed" in one_line_error("data.max_aspect_ratio=0.5")

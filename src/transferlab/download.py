@@ -280,6 +280,7 @@ def prepare_real(
                 where,
                 shortfall(plan, classes, src, draws_from, near_left_out(src)),
                 picks.get(src),
+                float(cfg.data.max_aspect_ratio),
             )
             for src, found in scanned.items()
         }

@@ -44,11 +44,12 @@ class Choice:
 class DataParams:
     image_size: Optional[int] = MISSING  # null: the experiment's settings
     source_train_per_class: Optional[int] = MISSING  # null: all the source has
-    small_train_per_class: int = MISSING
-    large_train_per_class: int = MISSING
+    small_train_per_class: Optional[int] = MISSING  # null: all the rest (a folder; generated data needs numbers)
+    large_train_per_class: Optional[int] = MISSING
     val_per_class: Optional[int] = MISSING
     test_per_class: Optional[int] = MISSING
     on_bad_image: str = MISSING
+    max_aspect_ratio: float = MISSING  # a longer side over this many shorter sides is a strip, no example
 
 
 @dataclass
@@ -311,10 +312,16 @@ def check_params(p: Any, regime_options: list[str], dataset_options: list[str] |
         raise ConfigError(f"unknown key 'regime.{unknown[0]}' in params.yaml (allowed: {', '.join(regime_options)})")
     d = p.data
     positive_int("data.image_size", d.image_size)
-    for key in ("small_train_per_class", "large_train_per_class"):
-        positive_int(f"data.{key}", d[key])
-    for key in ("source_train_per_class", "val_per_class", "test_per_class"):
+    for key in ("source_train_per_class", "small_train_per_class", "large_train_per_class"):
         positive_int(f"data.{key}", d[key], allow_none=True)
+    for key in ("val_per_class", "test_per_class"):
+        positive_int(f"data.{key}", d[key], allow_none=True)
+    require(
+        "data.max_aspect_ratio",
+        d.max_aspect_ratio,
+        isinstance(d.max_aspect_ratio, int | float) and d.max_aspect_ratio >= 1,
+        "a number >= 1 (a longer side over this many shorter sides is refused as a strip)",
+    )
     require("data.image_size", d.image_size, d.image_size <= 512, "an integer from 1 to 512")
     require("data.on_bad_image", d.on_bad_image, d.on_bad_image in ("fail", "skip"), "fail, skip")
     require("augment.copies", p.augment.copies, 0 <= p.augment.copies <= 64, "an integer from 0 to 64")

@@ -82,12 +82,20 @@ def standard_image(image: Image.Image, size: int) -> np.ndarray:
     return _shorter_side_centre_crop(_to_rgb(image), size)
 
 
-def degenerate(image: np.ndarray, original: tuple[int, int] | None, size: int) -> str | None:
-    """Why a decoded image is no real example (one flat colour; far smaller than ``size``), or None."""
+def degenerate(
+    image: np.ndarray, original: tuple[int, int] | None, size: int, max_aspect: float | None = None
+) -> str | None:
+    """Why a decoded image is no real example (one flat colour; far smaller than ``size``; a strip longer
+    than ``max_aspect`` times its width, of which the centre crop keeps a sliver), or None."""
     if int(image.max()) - int(image.min()) <= FLAT_RANGE:
         return "degenerate: one flat colour"
     if original is not None and min(original) * TOO_SMALL_FACTOR < size:
         return f"degenerate: {original[0]}x{original[1]} px, far smaller than image_size {size}"
+    if original is not None and max_aspect is not None and max(original) > max_aspect * min(original):
+        return (
+            f"degenerate: {original[0]}x{original[1]} px, a strip (aspect ratio {max(original) / min(original):.0f} "
+            f"beyond data.max_aspect_ratio {max_aspect:g})"
+        )
     return None
 
 
@@ -111,15 +119,15 @@ def _hash_files(paths: list[str]) -> list[tuple[str, str | None]]:
     return out
 
 
-def _decode_files(task: tuple[list[str], int]) -> tuple[np.ndarray, list[str | None]]:
+def _decode_files(task: tuple[list[str], int, float | None]) -> tuple[np.ndarray, list[str | None]]:
     """Worker: (images, error or None) for a chunk of files."""
-    paths, size = task
+    paths, size, max_aspect = task
     out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
     errors = []
     for i, path in enumerate(paths):
         try:
             out[i], original = decode_bytes(Path(path).read_bytes(), size)
-            errors.append(degenerate(out[i], original, size))
+            errors.append(degenerate(out[i], original, size, max_aspect))
         except Exception as err:  # PIL raises many kinds (UnidentifiedImageError, OSError, SyntaxError, ...)
             errors.append(decoder_reason(err))
     return out, errors
@@ -396,10 +404,12 @@ class Picked:
     bad: dict[int, str]  # decode failures and degenerate images, by position
 
 
-def _decode(scanned: Scanned, positions: list[int], size: int, pool) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+def _decode(
+    scanned: Scanned, positions: list[int], size: int, pool, max_aspect: float | None = None
+) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     raw, images, bad = scanned.raw, {}, {}
     if raw.files is not None:
-        tasks = [([str(raw.files[i]) for i in chunk], size) for chunk in _chunks(positions)]
+        tasks = [([str(raw.files[i]) for i in chunk], size, max_aspect) for chunk in _chunks(positions)]
         done = [pair for pair in _imap(pool, _decode_files, tasks)]
         for chunk, (decoded, errors) in zip(_chunks(positions), done):
             for j, i in enumerate(chunk):
@@ -441,6 +451,7 @@ def pick_and_decode(
     where: str,
     describe_shortfall,
     known: Picked | None = None,
+    max_aspect: float | None = None,
 ) -> Picked:
     """Per class, take the usable candidates in a seeded order: the first ones for the fixed-count splits
     (test, then val, then train), the rest for a split that takes "all the rest" (None). Decode only those;
@@ -480,7 +491,7 @@ def pick_and_decode(
             images.update({i: known.images[i] for i in todo if i in known.images})
             bad.update({i: known.bad[i] for i in todo if i in known.bad})
             todo = [i for i in todo if i not in known.images and i not in known.bad]
-        decoded, failed = _decode(scanned, todo, size, pool)
+        decoded, failed = _decode(scanned, todo, size, pool, max_aspect)
         if failed and policy == "fail":
             first = sorted(failed)
             shown = "; ".join(f"{scanned.keys[i]} ({failed[i]})" for i in first[:SHOWN])
