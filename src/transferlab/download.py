@@ -360,14 +360,10 @@ def near_copy_leaks(
     def key(member: tuple[str, int]) -> str:
         return scanned[member[0]].keys[member[1]]
 
-    placed = {
-        s: [m for m in members if not near_copies.featureless(picks[m[0]].images[m[1]])]
-        for s, members in placed.items()
-    }
-
     def image(member: tuple[str, int]) -> np.ndarray:
         return picks[member[0]].images[member[1]]
 
+    placed = {s: [m for m in members if not near_copies.featureless(image(m))] for s, members in placed.items()}
     plain = {s: np.asarray([hashed.plain(image(m), m) for m in placed[s]], np.uint64) for s in SPLITS}
     pictures = {s: [image(m) for m in placed[s]] for s in SPLITS}
     problems: list[prepare.Problem] = []

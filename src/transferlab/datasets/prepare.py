@@ -298,11 +298,15 @@ def read_manifest(folder: Path) -> list[dict[str, str]]:
 OVERLAP_COLUMNS = ["target", "target_file", "source_file", "sha256", "bits", "grey"]
 
 
-def kept_images(folder: Path, splits: tuple[str, ...]) -> tuple[list[dict[str, str]], list[np.ndarray]]:
-    """A prepared dataset's manifest rows in ``splits`` with a perceptual hash, and their images."""
+def kept_images(folder: Path, splits: tuple[str, ...]) -> tuple[list[dict[str, str]], list[np.ndarray], np.ndarray]:
+    """A prepared dataset's manifest rows in ``splits`` with a perceptual hash, their images, and the
+    hashes (uint64, as ``near_copies.hashes`` computes them)."""
+    from transferlab.datasets.near_copies import from_hex
+
     rows = [r for r in read_manifest(folder) if r["split"] in splits and r.get("phash")]
     arrays = {s: np.load(folder / f"x_{s}.npy", mmap_mode="r") for s in splits}
-    return rows, [np.asarray(arrays[r["split"]][int(r["index"])]) for r in rows]
+    images = [np.asarray(arrays[r["split"]][int(r["index"])]) for r in rows]
+    return rows, images, np.asarray([from_hex(r["phash"]) for r in rows], dtype=np.uint64)
 
 
 def train_overlaps(staging: Path, targets: list[str]) -> list[dict[str, str]]:
@@ -310,8 +314,7 @@ def train_overlaps(staging: Path, targets: list[str]) -> list[dict[str, str]]:
     not refused: the target's own scores stay honest, but the target learned nothing new from them)."""
     from transferlab.datasets import near_copies
 
-    source_rows = read_manifest(staging / "source")
-    source = {row["sha256"]: row["file"] for row in source_rows if row["split"] == "train"}
+    source = {row["sha256"]: row["file"] for row in read_manifest(staging / "source") if row["split"] == "train"}
     rows = [
         {
             "target": name,
@@ -325,12 +328,11 @@ def train_overlaps(staging: Path, targets: list[str]) -> list[dict[str, str]]:
         for row in read_manifest(staging / name)
         if row["split"] == "train" and row["sha256"] in source
     ]
-    known, images = kept_images(staging / "source", ("train",))
+    known, images, hashes = kept_images(staging / "source", ("train",))
     if not known:  # generated source data has no perceptual hashes
         return rows
-    hashes = np.asarray([near_copies.from_hex(r["phash"]) for r in known], dtype=np.uint64)
     for name in targets:
-        target_rows, target_images = kept_images(staging / name, ("train",))
+        target_rows, target_images, _ = kept_images(staging / name, ("train",))
         for pair in near_copies.find(target_images, images, hashes):
             row = target_rows[pair.query]
             if row["sha256"] not in source:
@@ -352,13 +354,12 @@ def near_copies_in_source(staging: Path, targets: list[str]) -> dict[str, str]:
     and where (``held_out`` for preparing the source again)."""
     from transferlab.datasets import near_copies
 
-    known, images = kept_images(staging / "source", SPLITS)
+    known, images, hashes = kept_images(staging / "source", SPLITS)
     found: dict[str, str] = {}
     if not known:
         return found
-    hashes = np.asarray([near_copies.from_hex(r["phash"]) for r in known], dtype=np.uint64)
     for name in targets:
-        target_rows, target_images = kept_images(staging / name, ("val", "test"))
+        target_rows, target_images, _ = kept_images(staging / name, ("val", "test"))
         for pair in near_copies.find(target_images, images, hashes):
             row = target_rows[pair.query]
             found.setdefault(

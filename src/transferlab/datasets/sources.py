@@ -231,7 +231,7 @@ def walk_images(class_dir: Path, patterns: Sequence[str]) -> tuple[list[Path], i
         dirs[:] = kept
         for name in sorted(names):
             path = here / name
-            if _ignored(name, patterns) or any(_ignored(part, patterns) for part in path.relative_to(class_dir).parts):
+            if any(_ignored(part, patterns) for part in path.relative_to(class_dir).parts):
                 ignored += 1
             elif not path.exists():
                 unusable.append((str(path), f"a link to nothing ({shown(os.readlink(path))})"))
